@@ -1,0 +1,276 @@
+# -*- test-case-name: tests.test_auth -*-
+"""
+HTTP Basic authentication for every wsqueue endpoint, through L{twisted.cred}.
+
+Passwords are kept in a credentials file as salted scrypt hashes, one C{user:hash}
+line per user (see C{wsqueue-passwd}).  Hashing is deliberately slow, so it runs on
+the reactor's thread pool, and a successful check is remembered (keyed by an HMAC
+under a per-process secret, never the password) so that reconnecting clients cost
+one dictionary look-up.  Without a credentials file only the demo account
+C{hello}/C{test} is accepted.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import secrets
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TypeVar
+
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.credentials import IUsernamePassword, UsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.portal import IRealm, Portal
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from zope.interface import Interface, implementer
+
+REALM = "wsqueue"
+UNAUTHORIZED_HEADERS = [("WWW-Authenticate", f'Basic realm="{REALM}"')]
+DEMO_USER = "hello"
+DEMO_PASSWORD = "test"
+
+_SCHEME = "scrypt"
+_N, _R, _P = 2**14, 8, 1
+_CACHE_SIZE = 4096
+_RELOAD_CHECK_SECONDS = 1.0
+
+T = TypeVar("T")
+ThreadRunner = Callable[[Callable[[], T]], "Deferred[T]"]
+
+
+class CredentialsFileError(Exception):
+    """
+    The credentials file cannot be read or has a malformed line.
+    """
+
+
+def hashPassword(password: str, salt: bytes | None = None) -> str:
+    """
+    Hash C{password} with scrypt and a random salt, as stored in a credentials file.
+    """
+    salt = secrets.token_bytes(16) if salt is None else salt
+    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=_N, r=_R, p=_P)
+    encoded = [base64.b64encode(part).decode("ascii") for part in (salt, digest)]
+    return f"{_SCHEME}${_N}${_R}${_P}${encoded[0]}${encoded[1]}"
+
+
+def verifyPassword(password: str, stored: str) -> bool:
+    """
+    Check C{password} against a stored hash, in constant time.
+    """
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != _SCHEME:
+            return False
+        expected = base64.b64decode(digest, validate=True)
+        actual = hashlib.scrypt(
+            password.encode("utf-8"),
+            salt=base64.b64decode(salt, validate=True),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            dklen=len(expected),
+        )
+    except (ValueError, binascii.Error):
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+def readCredentialsFile(path: str) -> dict[str, str]:
+    """
+    Read C{user:hash} lines (blank lines and C{#} comments allowed).
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise CredentialsFileError(f"cannot read credentials file {path}: {e.strerror}")
+    users = {}
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, sep, stored = line.partition(":")
+        if not sep or not user or not stored.startswith(_SCHEME + "$"):
+            raise CredentialsFileError(
+                f"{path}:{number}: expected USER:{_SCHEME}$..., as written by wsqueue-passwd"
+            )
+        users[user] = stored
+    return users
+
+
+def writeCredentialsFile(path: str, users: dict[str, str]) -> None:
+    """
+    Write the credentials file atomically, readable by its owner only.
+    """
+    temporary = f"{path}.tmp{os.getpid()}"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        for user, stored in sorted(users.items()):
+            f.write(f"{user}:{stored}\n")
+    os.replace(temporary, path)
+
+
+def defaultThreadRunner(reactor) -> ThreadRunner:
+    """
+    Run a callable on C{reactor}'s thread pool.
+    """
+    return lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f)
+
+
+@implementer(ICredentialsChecker)
+class DemoChecker:
+    """
+    Accepts only the demo account C{hello}/C{test}, as the Go system did.
+    """
+
+    credentialInterfaces = (IUsernamePassword,)
+
+    def requestAvatarId(self, credentials: UsernamePassword) -> Deferred[bytes]:
+        userOk = hmac.compare_digest(credentials.username, DEMO_USER.encode())
+        passwordOk = hmac.compare_digest(credentials.password, DEMO_PASSWORD.encode())
+        if userOk and passwordOk:
+            return succeed(credentials.username)
+        return fail(UnauthorizedLogin())
+
+
+@implementer(ICredentialsChecker)
+class CredentialsFileChecker:
+    """
+    Checks passwords against a credentials file, re-reading it when it changes.
+    """
+
+    credentialInterfaces = (IUsernamePassword,)
+    log = Logger()
+
+    def __init__(self, path: str, runInThread: ThreadRunner, clock) -> None:
+        self.path = path
+        self._runInThread = runInThread
+        self._clock = clock
+        self._users = readCredentialsFile(path)
+        self._mtime = os.stat(path).st_mtime_ns
+        self._lastCheck = clock.seconds()
+        self._secret = secrets.token_bytes(32)
+        self._verified: OrderedDict[bytes, None] = OrderedDict()
+
+    def _reloadIfChanged(self) -> None:
+        now = self._clock.seconds()
+        if now - self._lastCheck < _RELOAD_CHECK_SECONDS:
+            return
+        self._lastCheck = now
+        try:
+            mtime = os.stat(self.path).st_mtime_ns
+            if mtime == self._mtime:
+                return
+            self._users = readCredentialsFile(self.path)
+        except (OSError, CredentialsFileError) as e:
+            self.log.error("keeping the credentials loaded before: {error}", error=e)
+            return
+        self._mtime = mtime
+        self._verified.clear()
+        self.log.info("credentials file {path} reloaded", path=self.path)
+
+    def requestAvatarId(self, credentials: UsernamePassword) -> Deferred[bytes]:
+        self._reloadIfChanged()
+        username = credentials.username.decode("utf-8", "replace")
+        password = credentials.password.decode("utf-8", "replace")
+        key = hmac.digest(self._secret, credentials.username + b"\0" + credentials.password, "sha256")
+        if key in self._verified:
+            self._verified.move_to_end(key)
+            return succeed(credentials.username)
+        stored = self._users.get(username)
+        if stored is None:
+            # Hash anyway, so that a missing user takes as long as a wrong password.
+            stored = _DUMMY_HASH
+        d = self._runInThread(lambda: verifyPassword(password, stored))
+        d.addCallback(self._checked, key, username in self._users, credentials.username)
+        return d
+
+    def _checked(self, ok: bool, key: bytes, known: bool, username: bytes) -> bytes:
+        if not (ok and known):
+            raise UnauthorizedLogin()
+        self._verified[key] = None
+        if len(self._verified) > _CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return username
+
+
+_DUMMY_HASH = hashPassword(secrets.token_hex(8))
+
+
+class IUser(Interface):
+    """
+    The avatar of an authenticated connection (room for per-user permissions).
+    """
+
+
+@implementer(IRealm)
+class _UserRealm:
+    def requestAvatar(self, avatarId, mind, *interfaces):
+        return IUser, avatarId.decode("utf-8", "replace"), lambda: None
+
+
+class BasicAuthenticator:
+    """
+    Turns an C{Authorization} header into a user name, or an L{UnauthorizedLogin}.
+    """
+
+    def __init__(self, checker: ICredentialsChecker) -> None:
+        self.portal = Portal(_UserRealm(), [checker])
+
+    def authenticate(self, header: str | None) -> Deferred[str]:
+        """
+        Fire with the user name for a valid C{Basic} header, else fail with
+        L{UnauthorizedLogin}.
+        """
+        credentials = parseBasicHeader(header)
+        if credentials is None:
+            return fail(UnauthorizedLogin("missing or malformed Authorization header"))
+        d = maybeDeferred(self.portal.login, credentials, None, IUser)
+        d.addCallback(lambda result: result[1])
+        return d
+
+
+def parseBasicHeader(header: str | None) -> UsernamePassword | None:
+    """
+    Parse C{Basic base64(user:password)}, or return L{None} if it is not one.
+    """
+    if not header:
+        return None
+    scheme, _, encoded = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    user, sep, password = decoded.partition(b":")
+    if not sep:
+        return None
+    return UsernamePassword(user, password)
+
+
+def basicHeader(user: str, password: str) -> str:
+    """
+    The C{Authorization} header value a client sends.
+    """
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
+
+
+def makeAuthenticator(credentialsPath: str | None, reactor) -> BasicAuthenticator:
+    """
+    The authenticator for a daemon: over C{credentialsPath}, or the demo account.
+    """
+    if credentialsPath is None:
+        return BasicAuthenticator(DemoChecker())
+    return BasicAuthenticator(
+        CredentialsFileChecker(credentialsPath, defaultThreadRunner(reactor), reactor)
+    )

@@ -1,0 +1,275 @@
+# -*- test-case-name: tests.test_broker -*-
+"""
+msgqueue's logic, apart from WebSocket: appending, consumer groups, delivery windows,
+acknowledgements and the bound on queued messages.
+
+The protocols in L{wsqueue.msgqueue} only translate frames into calls on a
+L{QueueBroker}; everything about who gets which entry, and when pushers must wait,
+lives here so that it can be tested without a network.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Protocol
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from wsqueue.store.base import Entry, IMessageStore
+
+READ_BATCH = 500
+"""The most entries handed to one consumer per store read."""
+
+MAX_PRODUCERS_REMEMBERED = 100_000
+"""How many producers' last sequence numbers are kept for de-duplication."""
+
+
+class Consumer(Protocol):
+    """
+    What the broker needs from a C{/popmsg} connection.
+    """
+
+    name: str
+    group: str
+    explicitAck: bool
+    writable: bool
+
+    def deliver(self, entries: list[Entry], epoch: str) -> None:
+        """Send C{entries} to the consumer."""
+
+
+class Pausable(Protocol):
+    """
+    What the broker needs from a C{/pushmsg} connection to apply flow control.
+    """
+
+    def pauseProducing(self) -> None: ...
+
+    def resumeProducing(self) -> None: ...
+
+
+class _ConsumerState:
+    __slots__ = ("consumer", "inFlight")
+
+    def __init__(self, consumer: Consumer) -> None:
+        self.consumer = consumer
+        # Offsets delivered and not yet acknowledged, in delivery order.
+        self.inFlight: list[int] = []
+
+
+class QueueBroker:
+    """
+    Puts pushed messages into an L{IMessageStore} and hands them to consumer groups.
+
+    @ivar maxQueued: when the store holds this many entries, every pusher is paused
+        (TCP flow control) until consumers catch up; nothing is dropped.
+    @ivar maxInFlight: how many unacknowledged entries one explicit-ack consumer may
+        hold; at-most-once consumers are paced by their connection's write buffer.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        store: IMessageStore,
+        clock: IReactorTime,
+        maxQueued: int = 100_000,
+        maxInFlight: int = 1000,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.maxQueued = maxQueued
+        self.maxInFlight = maxInFlight
+        self._consumers: dict[str, list[_ConsumerState]] = {}
+        self._byConsumer: dict[Consumer, _ConsumerState] = {}
+        self._pushers: set[Pausable] = set()
+        self._paused = False
+        self._producerSeqs: OrderedDict[str, int] = OrderedDict()
+        self._dispatchCall = None
+        self._dispatching = False
+
+    # -- pushing ---------------------------------------------------------------
+
+    def addPusher(self, pusher: Pausable) -> None:
+        """
+        Register a pusher so it is paused while the queue is full.
+        """
+        self._pushers.add(pusher)
+        if self._paused:
+            pusher.pauseProducing()
+
+    def removePusher(self, pusher: Pausable) -> None:
+        self._pushers.discard(pusher)
+
+    @property
+    def full(self) -> bool:
+        return self.store.retained >= self.maxQueued
+
+    def isDuplicate(self, producer: str | None, seq: object) -> bool:
+        """
+        Whether C{seq} from C{producer} was already appended (publishers resend what
+        was not acknowledged after a reconnect, in order).
+        """
+        if producer is None or not isinstance(seq, int):
+            return False
+        return seq <= self._producerSeqs.get(producer, 0)
+
+    def _remember(self, producer: str, seq: int) -> None:
+        self._producerSeqs[producer] = seq
+        self._producerSeqs.move_to_end(producer)
+        if len(self._producerSeqs) > MAX_PRODUCERS_REMEMBERED:
+            self._producerSeqs.popitem(last=False)
+
+    def push(
+        self,
+        messages: Sequence[tuple[str, str]],
+        producer: str | None = None,
+        lastSeq: int | None = None,
+    ) -> Deferred[list[int]]:
+        """
+        Append C{messages}; fire with their offsets once the store has them.
+
+        @param lastSeq: the highest sequence number of C{producer} among them, kept
+            so that a resend of the same messages is recognised by L{isDuplicate}.
+        """
+        if producer is not None and lastSeq is not None:
+            self._remember(producer, lastSeq)
+        d = self.store.append(messages)
+        d.addCallback(self._appended)
+        return d
+
+    def _appended(self, offsets: list[int]) -> list[int]:
+        self._updatePause()
+        self._scheduleDispatch()
+        return offsets
+
+    def _updatePause(self) -> None:
+        if not self._paused and self.full:
+            self._paused = True
+            self.log.warn(
+                "queue full ({retained} messages): pausing {pushers} pusher(s)",
+                retained=self.store.retained,
+                pushers=len(self._pushers),
+            )
+            for pusher in list(self._pushers):
+                pusher.pauseProducing()
+        elif self._paused and not self.full:
+            self._paused = False
+            self.log.info("queue has room again: resuming pushers")
+            for pusher in list(self._pushers):
+                pusher.resumeProducing()
+
+    # -- consuming -------------------------------------------------------------
+
+    def addConsumer(self, consumer: Consumer) -> None:
+        state = _ConsumerState(consumer)
+        self._byConsumer[consumer] = state
+        self._consumers.setdefault(consumer.group, []).append(state)
+        self._scheduleDispatch()
+
+    def removeConsumer(self, consumer: Consumer) -> Deferred[int] | None:
+        """
+        Forget a consumer that has gone; its unacknowledged entries go back to its
+        group for the next consumer.
+        """
+        state = self._byConsumer.pop(consumer, None)
+        if state is None:
+            return None
+        members = self._consumers[consumer.group]
+        members.remove(state)
+        if not members:
+            del self._consumers[consumer.group]
+        d = self.store.release(consumer.group, consumer.name)
+        d.addCallback(self._released)
+        return d
+
+    def _released(self, count: int) -> int:
+        if count:
+            self._scheduleDispatch()
+        return count
+
+    def ack(self, consumer: Consumer, upTo: int) -> Deferred[int] | None:
+        """
+        Acknowledge offset C{upTo} and every entry delivered to C{consumer} before it.
+
+        Acks follow delivery order, not offset order: entries given back by another
+        consumer of the group can arrive after higher offsets, and a WebSocket keeps
+        order, so the consumer has received everything delivered before C{upTo}.
+        """
+        state = self._byConsumer.get(consumer)
+        if state is None:
+            return None
+        try:
+            index = state.inFlight.index(upTo)
+        except ValueError:
+            return None
+        done = state.inFlight[: index + 1]
+        del state.inFlight[: index + 1]
+        d = self.store.ack(consumer.group, done)
+        d.addCallback(self._acked)
+        return d
+
+    def _acked(self, count: int) -> int:
+        self._updatePause()
+        self._scheduleDispatch()
+        return count
+
+    def consumerWritable(self) -> None:
+        """
+        A consumer's connection can take more data again.
+        """
+        self._scheduleDispatch()
+
+    def _room(self, state: _ConsumerState) -> int:
+        if not state.consumer.writable:
+            return 0
+        if state.consumer.explicitAck:
+            return min(READ_BATCH, self.maxInFlight - len(state.inFlight))
+        return READ_BATCH
+
+    def _scheduleDispatch(self) -> None:
+        if self._dispatchCall is None:
+            self._dispatchCall = self.clock.callLater(0, self._startDispatch)
+
+    def _startDispatch(self) -> None:
+        self._dispatchCall = None
+        if self._dispatching:
+            # A dispatch is waiting on the store: run again after it.
+            self._scheduleDispatch()
+            return
+        self._dispatching = True
+        d = ensureDeferred(self._dispatch())
+        d.addErrback(lambda f: self.log.failure("delivering queued messages failed", f))
+        d.addBoth(self._dispatchDone)
+
+    def _dispatchDone(self, _: object) -> None:
+        self._dispatching = False
+
+    async def _dispatch(self) -> None:
+        for group in list(self._consumers):
+            # Round-robin: each pass gives one batch to each consumer with room.
+            progress = True
+            while progress:
+                progress = False
+                for state in list(self._consumers.get(group, ())):
+                    room = self._room(state)
+                    if room <= 0 or state.consumer not in self._byConsumer:
+                        continue
+                    entries = await self.store.readGroup(group, state.consumer.name, room)
+                    if not entries:
+                        break
+                    if state.consumer not in self._byConsumer:
+                        # It left while the store read: give the entries back.
+                        await self.store.release(group, state.consumer.name)
+                        progress = True
+                        continue
+                    if state.consumer.explicitAck:
+                        state.inFlight.extend(entry.offset for entry in entries)
+                    else:
+                        await self.store.ack(group, [entry.offset for entry in entries])
+                    state.consumer.deliver(entries, self.store.epoch)
+                    progress = True
+        self._updatePause()

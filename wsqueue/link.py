@@ -1,0 +1,243 @@
+# -*- test-case-name: tests.test_link -*-
+"""
+Stage-to-stage connections: a publisher's or subscriber's link to msgqueue.
+
+A L{QueueLink} keeps one WebSocket open to msgqueue through L{ClientService}, with
+exponential backoff.  A connection only counts as made once the WebSocket handshake
+has succeeded (C{prepareConnection}), so a refused handshake backs off like a refused
+TCP connection instead of retrying at full speed, and a 401 is reported loudly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from wsqueue.auth import basicHeader
+from wsqueue.server import GOING_AWAY, Limits, applyLimits
+
+RetryPolicy = Callable[[int], float]
+
+
+def defaultRetryPolicy(jitter: Callable[[], float] | None = None) -> RetryPolicy:
+    """
+    0.25 s, doubling up to 10 s between attempts.
+    """
+    kwargs = {} if jitter is None else {"jitter": jitter}
+    return backoffPolicy(initialDelay=0.25, factor=2.0, maxDelay=10.0, **kwargs)
+
+
+class HandshakeFailed(Exception):
+    """
+    The TCP (and TLS) connection was made but the WebSocket did not open.
+
+    @ivar status: the HTTP status msgqueue answered with, if it answered.
+    """
+
+    def __init__(self, status: int | None, reason: str) -> None:
+        super().__init__(status, reason)
+        self.status = status
+        self.reason = reason
+
+    def __str__(self) -> str:
+        if self.status is not None:
+            return f"handshake refused with HTTP {self.status} ({self.reason})"
+        return f"handshake failed ({self.reason})"
+
+
+class LinkOwner(Protocol):
+    """
+    The stage logic on the other end of a link (the publisher's forwarder, the
+    subscriber's reader).
+    """
+
+    def linkOpened(self, link: LinkProtocol) -> None: ...
+
+    def linkReceived(self, link: LinkProtocol, payload: bytes, isBinary: bool) -> None: ...
+
+    def linkClosed(self, link: LinkProtocol) -> None: ...
+
+
+class LinkProtocol(WebSocketClientProtocol):
+    """
+    The client side of a link; reports to the L{QueueLink} that made it.
+    """
+
+    # Not 'log': Autobahn's own txaio logger (debug lines per frame) must keep its level filter.
+    eventLog = Logger()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened: Deferred[LinkProtocol] = Deferred()
+        self.closed: Deferred[None] = Deferred()
+        self._lostReason: Failure | None = None
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._lostReason = reason
+        super().connectionLost(reason)
+
+    def onOpen(self) -> None:
+        self.factory.link._opened(self)
+        self.opened.callback(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        try:
+            self.factory.link.owner.linkReceived(self, payload, isBinary)
+        except Exception:  # noqa: BLE001 -- a bug must not break the link
+            self.eventLog.failure("handling a frame from msgqueue failed")
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if not self.opened.called:
+            self.opened.errback(HandshakeFailed(self._status(), self._why(reason)))
+        else:
+            self.factory.link._closed(self, code, reason)
+        self.closed.callback(None)
+
+    def _status(self) -> int | None:
+        statusLine = getattr(self, "http_status_line", None)
+        try:
+            return int(statusLine.split()[1])
+        except (AttributeError, IndexError, ValueError):
+            return None
+
+    def _why(self, reason: str | None) -> str:
+        if self._lostReason is not None and self._lostReason.value is not None:
+            lost = self._lostReason.getErrorMessage()
+            if "ConnectionDone" not in lost and "closed cleanly" not in lost:
+                return lost
+        return reason or getattr(self, "wasNotCleanReason", None) or "connection closed"
+
+    @property
+    def isOpen(self) -> bool:
+        return self.state == self.STATE_OPEN
+
+    def send(self, payload: bytes) -> bool:
+        """
+        Send a text frame if the link is open; say whether it was sent.
+        """
+        if self.state == self.STATE_OPEN:
+            self.sendMessage(payload)
+            return True
+        return False
+
+
+@implementer(IStreamClientEndpoint)
+class _ReportingEndpoint:
+    """
+    Logs why a connection attempt failed (L{ClientService} only says it will retry).
+    """
+
+    def __init__(self, endpoint: IStreamClientEndpoint, link: QueueLink) -> None:
+        self._endpoint = endpoint
+        self._link = link
+
+    def connect(self, factory):
+        d = self._endpoint.connect(factory)
+        d.addErrback(self._link._attemptFailed)
+        return d
+
+
+class QueueLink(Service):
+    """
+    A WebSocket to msgqueue that reconnects by itself.
+
+    @ivar protocol: the open link, or L{None} while msgqueue is away.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor,
+        endpoint: IStreamClientEndpoint,
+        url: str,
+        user: str,
+        password: str,
+        owner: LinkOwner,
+        limits: Limits,
+        retryPolicy: RetryPolicy | None = None,
+    ) -> None:
+        self.url = url
+        self.owner = owner
+        self.protocol: LinkProtocol | None = None
+        self.failedHandshakes = 0
+        factory = WebSocketClientFactory(url, headers={"Authorization": basicHeader(user, password)}, reactor=reactor)
+        factory.protocol = LinkProtocol
+        factory.link = self
+        applyLimits(factory, limits.internal())
+        self.factory = factory
+        self._client = ClientService(
+            _ReportingEndpoint(endpoint, self),
+            factory,
+            retryPolicy=retryPolicy or defaultRetryPolicy(),
+            clock=reactor,
+            prepareConnection=self._prepare,
+        )
+
+    def _prepare(self, protocol) -> Deferred:
+        d = protocol.opened
+        d.addErrback(self._attemptFailed)
+        return d
+
+    def _attemptFailed(self, failure: Failure) -> Failure:
+        if failure.check(HandshakeFailed) and failure.value.status == 401:
+            self.failedHandshakes += 1
+            self.log.critical(
+                "msgqueue at {url} refused our credentials (HTTP 401): set --queue-user and "
+                "--queue-password (or WSQUEUE_QUEUE_USER / WSQUEUE_QUEUE_PASSWORD)",
+                url=self.url,
+            )
+        else:
+            if failure.check(HandshakeFailed):
+                self.failedHandshakes += 1
+            self.log.warn(
+                "cannot reach msgqueue at {url}: {reason}; retrying",
+                url=self.url,
+                reason=failure.getErrorMessage(),
+            )
+        return failure
+
+    def _opened(self, protocol: LinkProtocol) -> None:
+        self.failedHandshakes = 0
+        self.protocol = protocol
+        self.log.info("link to msgqueue at {url} open", url=self.url)
+        self.owner.linkOpened(protocol)
+
+    def _closed(self, protocol: LinkProtocol, code: int | None, reason: str | None) -> None:
+        if self.protocol is protocol:
+            self.protocol = None
+        self.log.info(
+            "link to msgqueue at {url} closed (code {code}{reason})",
+            url=self.url, code=code, reason=f", {reason}" if reason else "",
+        )
+        self.owner.linkClosed(protocol)
+
+    def whenConnected(self) -> Deferred:
+        """
+        Fire with the open link (used by tests and tools).
+        """
+        return self._client.whenConnected()
+
+    def startService(self) -> None:
+        super().startService()
+        self._client.startService()
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        protocol = self.protocol
+        if protocol is not None and protocol.isOpen:
+            protocol.sendClose(GOING_AWAY, "stage shutting down")
+            waiting = protocol.closed
+        else:
+            waiting = succeed(None)
+        waiting.addCallback(lambda _: self._client.stopService())
+        return waiting

@@ -1,0 +1,192 @@
+# -*- test-case-name: tests.test_msgqueue -*-
+"""
+The msgqueue stage: C{/pushmsg} appends messages, C{/popmsg} hands them out.
+
+Frames on C{/pushmsg} are one message object or a JSON array of them (publishers
+batch); each carries C{Topic}, C{Content} and optionally C{Id}.  Once a frame's
+messages are in the store, msgqueue answers C{{"Ack": <last Id in the frame>}}.  A
+pusher that names itself (C{/pushmsg?producer=NAME}) numbers its messages with
+increasing integer Ids, and msgqueue skips any it has already stored, so the pusher
+may resend everything unacknowledged after a reconnect.
+
+C{/popmsg?group=NAME&ack=explicit|none} joins a consumer group.  Each message goes
+out as C{{"Topic", "Content", "Offset", "Epoch"}}.  With C{ack=explicit} the consumer
+answers C{{"Ack": offset}}, which acknowledges that offset and everything delivered
+to it before (cumulative in delivery order), and has at most C{--max-in-flight} messages
+unacknowledged; what it has not acknowledged when it leaves goes to the next consumer
+of its group.  With C{ack=none} (the default, what the Go subscriber did) a message
+counts as done once written.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
+
+from wsqueue import wire
+from wsqueue.auth import BasicAuthenticator
+from wsqueue.broker import QueueBroker
+from wsqueue.server import EndpointHandler, Limits, StageServerFactory, StageServerProtocol
+from wsqueue.store.base import Entry
+
+_consumerNumbers = itertools.count(1)
+
+
+def _param(request: ConnectionRequest, name: str, default: str) -> str:
+    values = request.params.get(name)
+    return values[0] if values else default
+
+
+class PushHandler(EndpointHandler):
+    """
+    A connection on C{/pushmsg}: appends what it sends, paused while the queue is full.
+    """
+
+    def __init__(self, connection: StageServerProtocol, request: ConnectionRequest, broker: QueueBroker) -> None:
+        super().__init__(connection, request)
+        self.broker = broker
+        self.producer = request.params.get("producer", [None])[0]
+        if self.producer is not None and wire.checkTopic(self.producer) is not None:
+            raise ConnectionDeny(400, "producer must be 1 to 256 characters without spaces")
+
+    def opened(self) -> None:
+        self.broker.addPusher(self.connection.transport)
+
+    def closed(self) -> None:
+        self.broker.removePusher(self.connection.transport)
+
+    def received(self, payload: bytes, isBinary: bool) -> None:
+        objects = self._decode(payload, isBinary)
+        if objects is None:
+            return
+        messages: list[tuple[str, str]] = []
+        lastId: wire.JSONId = None
+        hasId = False
+        lastSeq = None
+        for obj in objects:
+            message = wire.parseMessageObject(obj)
+            if isinstance(message, wire.WireError):
+                self.connection.sendError(message)
+                continue
+            if message.hasId:
+                lastId, hasId = message.id, True
+            if self.producer is not None:
+                if not isinstance(message.id, int) or isinstance(message.id, bool):
+                    self.connection.sendError(wire.WireError("Id must be an integer sequence number for a named producer", message.id, message.hasId))
+                    continue
+                if self.broker.isDuplicate(self.producer, message.id):
+                    continue
+                lastSeq = message.id
+            messages.append((message.topic, message.content))
+        if not messages:
+            if hasId:
+                self.connection.send(wire.ack(lastId))
+            return
+        d = self.broker.push(messages, self.producer, lastSeq)
+        d.addCallbacks(self._stored, self._failed, callbackArgs=(lastId, hasId), errbackArgs=(lastId, hasId))
+
+    def _decode(self, payload: bytes, isBinary: bool) -> list | None:
+        if isBinary:
+            self.connection.sendError(wire.WireError("binary frames are not supported; send JSON text"))
+            return None
+        try:
+            obj = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            self.connection.sendError(wire.WireError("frame is not valid JSON"))
+            return None
+        if isinstance(obj, dict):
+            return [obj]
+        if isinstance(obj, list) and obj:
+            return obj
+        self.connection.sendError(wire.WireError("frame must be a message object or a non-empty array of them"))
+        return None
+
+    def _stored(self, offsets: list[int], lastId: wire.JSONId, hasId: bool) -> None:
+        if hasId:
+            self.connection.send(wire.ack(lastId))
+
+    def _failed(self, failure, lastId: wire.JSONId, hasId: bool) -> None:
+        self.log.failure("storing pushed messages failed", failure)
+        self.connection.sendError(wire.WireError("msgqueue could not store the message", lastId, hasId))
+
+
+@implementer(IPushProducer)
+class PopHandler(EndpointHandler):
+    """
+    A connection on C{/popmsg}: one consumer of a group.  It is its transport's
+    producer, so that delivery stops while the connection's write buffer is full.
+    """
+
+    def __init__(self, connection: StageServerProtocol, request: ConnectionRequest, broker: QueueBroker) -> None:
+        super().__init__(connection, request)
+        self.broker = broker
+        self.group = _param(request, "group", "default")
+        problem = wire.checkTopic(self.group)
+        if problem is not None:
+            raise ConnectionDeny(400, "group " + problem.removeprefix("Topic "))
+        mode = _param(request, "ack", "none")
+        if mode not in ("explicit", "none"):
+            raise ConnectionDeny(400, 'ack must be "explicit" or "none"')
+        self.explicitAck = mode == "explicit"
+        self.name = f"{connection.peer}#{next(_consumerNumbers)}"
+        self.writable = True
+
+    def opened(self) -> None:
+        self.connection.transport.registerProducer(self, True)
+        self.broker.addConsumer(self)
+
+    def closed(self) -> None:
+        self.writable = False
+        self.broker.removeConsumer(self)
+
+    def deliver(self, entries: list[Entry], epoch: str) -> None:
+        for entry in entries:
+            self.connection.send(
+                wire.encode({"Topic": entry.topic, "Content": entry.content, "Offset": entry.offset, "Epoch": epoch})
+            )
+
+    def received(self, payload: bytes, isBinary: bool) -> None:
+        try:
+            obj = json.loads(payload) if not isBinary else None
+        except (ValueError, UnicodeDecodeError):
+            obj = None
+        upTo = obj.get("Ack") if isinstance(obj, dict) else None
+        if not isinstance(upTo, int) or isinstance(upTo, bool):
+            self.connection.sendError(wire.WireError('expected {"Ack": offset}'))
+            return
+        if not self.explicitAck:
+            self.connection.sendError(wire.WireError("this consumer joined with ack=none; acks are not needed"))
+            return
+        self.broker.ack(self, upTo)
+
+    # IPushProducer: the transport tells us when its buffer is full.
+    def pauseProducing(self) -> None:
+        self.writable = False
+
+    def resumeProducing(self) -> None:
+        self.writable = True
+        self.broker.consumerWritable()
+
+    def stopProducing(self) -> None:
+        self.writable = False
+
+
+def makeMsgQueueFactory(
+    broker: QueueBroker, authenticator: BasicAuthenticator, limits: Limits, reactor
+) -> StageServerFactory:
+    """
+    The WebSocket server factory of msgqueue.
+    """
+    return StageServerFactory(
+        {
+            "/pushmsg": lambda connection, request: PushHandler(connection, request, broker),
+            "/popmsg": lambda connection, request: PopHandler(connection, request, broker),
+        },
+        authenticator,
+        limits.internal(),
+        reactor,
+    )

@@ -1,0 +1,217 @@
+# -*- test-case-name: tests.test_publisher -*-
+"""
+The publisher stage: clients publish on C{/publish}; a L{Forwarder} passes their
+messages to msgqueue over one reconnecting link.
+
+The forwarder numbers every message and keeps it until msgqueue acknowledges it, so
+that after a reconnect it resends whatever was not acknowledged (msgqueue skips
+numbers it already has).  It holds at most C{--max-buffered} messages: at that bound
+every publishing client is paused by TCP flow control, and a message that still
+arrives past a small overshoot is refused with an C{Error}, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import deque
+
+from autobahn.websocket.types import ConnectionRequest
+from twisted.logger import Logger
+
+from wsqueue import wire
+from wsqueue.auth import BasicAuthenticator
+from wsqueue.link import LinkProtocol
+from wsqueue.server import EndpointHandler, Limits, StageServerFactory, StageServerProtocol
+
+BATCH_MESSAGES = 1000
+BATCH_BYTES = 256 * 1024
+
+
+class _Held:
+    """
+    A message the forwarder holds until msgqueue acknowledges it.
+    """
+
+    __slots__ = ("clientId", "frame", "hasId", "origin", "seq")
+
+    def __init__(self, seq: int, frame: bytes, origin: PublishHandler, clientId: wire.JSONId, hasId: bool) -> None:
+        self.seq = seq
+        self.frame = frame
+        self.origin = origin
+        self.clientId = clientId
+        self.hasId = hasId
+
+
+class Forwarder:
+    """
+    Carries published messages to msgqueue in order, in batches, until acknowledged.
+
+    @ivar producerName: this process's name towards msgqueue's de-duplication.
+    """
+
+    log = Logger()
+
+    def __init__(self, clock, maxBuffered: int = 10_000) -> None:
+        self.clock = clock
+        self.maxBuffered = maxBuffered
+        self.hardLimit = maxBuffered + max(100, maxBuffered // 10)
+        self.producerName = uuid.uuid4().hex
+        self.stopping = False
+        self._seq = 0
+        self._unsent: deque[_Held] = deque()
+        self._inFlight: deque[_Held] = deque()
+        self._link: LinkProtocol | None = None
+        self._clients: set[PublishHandler] = set()
+        self._paused = False
+        self._flushCall = None
+
+    @property
+    def held(self) -> int:
+        return len(self._unsent) + len(self._inFlight)
+
+    # -- clients ---------------------------------------------------------------
+
+    def addClient(self, client: PublishHandler) -> None:
+        self._clients.add(client)
+        if self._paused:
+            client.pause()
+
+    def removeClient(self, client: PublishHandler) -> None:
+        self._clients.discard(client)
+
+    def submit(self, message: wire.Message, origin: PublishHandler) -> wire.WireError | None:
+        """
+        Take a client's message for msgqueue, or say why it cannot be taken.
+        """
+        if self.stopping:
+            return wire.WireError("publisher is shutting down; message not accepted", message.id, message.hasId)
+        if self.held >= self.hardLimit:
+            return wire.WireError(
+                "publisher buffer is full (msgqueue is away or slow); message not accepted",
+                message.id, message.hasId,
+            )
+        self._seq += 1
+        frame = wire.encode({"Id": self._seq, "Topic": message.topic, "Content": message.content})
+        self._unsent.append(_Held(self._seq, frame, origin, message.id, message.hasId))
+        if not self._paused and self.held >= self.maxBuffered:
+            self._setPaused(True)
+        self._scheduleFlush()
+        return None
+
+    def _setPaused(self, paused: bool) -> None:
+        self._paused = paused
+        self.log.info(
+            "{what} {count} publishing client(s): {held} message(s) held for msgqueue",
+            what="pausing" if paused else "resuming", count=len(self._clients), held=self.held,
+        )
+        for client in list(self._clients):
+            client.pause() if paused else client.resume()
+
+    # -- the link ---------------------------------------------------------------
+
+    def _scheduleFlush(self) -> None:
+        if self._flushCall is None and self._link is not None:
+            self._flushCall = self.clock.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        self._flushCall = None
+        while self._unsent and self._link is not None and self._link.isOpen:
+            batch: list[bytes] = []
+            size = 0
+            while self._unsent and len(batch) < BATCH_MESSAGES and (not batch or size + len(self._unsent[0].frame) <= BATCH_BYTES):
+                held = self._unsent.popleft()
+                batch.append(held.frame)
+                size += len(held.frame) + 1
+                self._inFlight.append(held)
+            self._link.send(b"[" + b",".join(batch) + b"]")
+
+    def linkOpened(self, link: LinkProtocol) -> None:
+        self._link = link
+        if self._inFlight:
+            self.log.info("resending {count} unacknowledged message(s) to msgqueue", count=len(self._inFlight))
+            self._inFlight.extend(self._unsent)
+            self._unsent, self._inFlight = self._inFlight, deque()
+        self._scheduleFlush()
+
+    def linkClosed(self, link: LinkProtocol) -> None:
+        if self._link is link:
+            self._link = None
+
+    def linkReceived(self, link: LinkProtocol, payload: bytes, isBinary: bool) -> None:
+        try:
+            reply = json.loads(payload)
+        except ValueError:
+            reply = None
+        if isinstance(reply, dict) and isinstance(reply.get("Ack"), int):
+            self._acked(reply["Ack"])
+        elif isinstance(reply, dict) and "Error" in reply:
+            self._refused(str(reply["Error"]), reply.get("Id"))
+        else:
+            self.log.error("unexpected frame from msgqueue: {frame!r}", frame=payload[:200])
+
+    def _acked(self, upTo: int) -> None:
+        while self._inFlight and self._inFlight[0].seq <= upTo:
+            held = self._inFlight.popleft()
+            if held.hasId:
+                held.origin.acknowledge(held.clientId)
+        if self._paused and self.held < self.maxBuffered // 2:
+            self._setPaused(False)
+
+    def _refused(self, reason: str, seq: object) -> None:
+        for held in self._inFlight:
+            if held.seq == seq:
+                self._inFlight.remove(held)
+                self.log.error("msgqueue refused message {seq}: {reason}", seq=seq, reason=reason)
+                held.origin.refuse(wire.WireError(reason, held.clientId, held.hasId))
+                return
+        self.log.error("msgqueue reported an error: {reason}", reason=reason)
+
+
+class PublishHandler(EndpointHandler):
+    """
+    A client on C{/publish}.
+    """
+
+    def __init__(self, connection: StageServerProtocol, request: ConnectionRequest, forwarder: Forwarder) -> None:
+        super().__init__(connection, request)
+        self.forwarder = forwarder
+
+    def opened(self) -> None:
+        self.forwarder.addClient(self)
+
+    def closed(self) -> None:
+        self.forwarder.removeClient(self)
+
+    def received(self, payload: bytes, isBinary: bool) -> None:
+        message = wire.parsePublish(payload, isBinary)
+        if isinstance(message, wire.Message):
+            message = self.forwarder.submit(message, self)
+        if message is not None:
+            self.connection.sendError(message)
+
+    def acknowledge(self, clientId: wire.JSONId) -> None:
+        self.connection.send(wire.ack(clientId))
+
+    def refuse(self, error: wire.WireError) -> None:
+        self.connection.sendError(error)
+
+    def pause(self) -> None:
+        self.connection.transport.pauseProducing()
+
+    def resume(self) -> None:
+        self.connection.transport.resumeProducing()
+
+
+def makePublisherFactory(
+    forwarder: Forwarder, authenticator: BasicAuthenticator, limits: Limits, reactor
+) -> StageServerFactory:
+    """
+    The WebSocket server factory of the publisher.
+    """
+    return StageServerFactory(
+        {"/publish": lambda connection, request: PublishHandler(connection, request, forwarder)},
+        authenticator,
+        limits,
+        reactor,
+    )

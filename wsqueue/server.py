@@ -1,0 +1,231 @@
+# -*- test-case-name: tests.test_server -*-
+"""
+What every wsqueue WebSocket server shares: routing by path, Basic auth during the
+opening handshake, errors as frames instead of tracebacks, connection logging, and
+closing every connection with 1001 when the daemon stops.
+
+Each endpoint (C{/pushmsg}, C{/popmsg}, C{/publish}, C{/subscribe}) is an
+L{EndpointHandler} subclass; the protocol creates one per connection after the
+client has authenticated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.application.service import Service
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from wsqueue.auth import UNAUTHORIZED_HEADERS, BasicAuthenticator
+from wsqueue.wire import WireError
+
+GOING_AWAY = 1001
+HANDSHAKE_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 5.0
+ENVELOPE_SLACK = 4096
+"""Room for what stages add around a client's message (ids, offsets) on internal links."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """
+    The protocol limits of one daemon, applied to every connection it makes or takes.
+
+    @ivar maxMessageSize: the largest message a client may send, in bytes; bigger
+        ones are refused with close code 1009.
+    @ivar pingInterval: seconds between WebSocket pings; a peer that does not answer
+        within the same time is dropped.
+    """
+
+    maxMessageSize: int = 1024 * 1024
+    pingInterval: float = 20.0
+    handshakeTimeout: float = HANDSHAKE_TIMEOUT
+
+    def internal(self) -> Limits:
+        """
+        The limits for stage-to-stage links, whose frames wrap client messages.
+        """
+        return Limits(self.maxMessageSize + ENVELOPE_SLACK, self.pingInterval, self.handshakeTimeout)
+
+
+def applyLimits(factory, limits: Limits) -> None:
+    """
+    Set every protocol option wsqueue relies on; Autobahn's defaults are unsafe for a
+    server (no size limit, no pings, a status page for plain HTTP requests).
+    """
+    options = {
+        "maxFramePayloadSize": limits.maxMessageSize,
+        "maxMessagePayloadSize": limits.maxMessageSize,
+        "autoPingInterval": limits.pingInterval,
+        "autoPingTimeout": limits.pingInterval,
+        "openHandshakeTimeout": limits.handshakeTimeout,
+        "closeHandshakeTimeout": CLOSE_TIMEOUT,
+        "failByDrop": False,
+    }
+    if isinstance(factory, WebSocketServerFactory):
+        options["webStatus"] = False
+    factory.setProtocolOptions(**options)
+
+
+class EndpointHandler:
+    """
+    One connection to one endpoint, after authentication.  Subclasses override the
+    hooks; the protocol guarantees L{closed} is called once if L{opened} was.
+    """
+
+    log = Logger()
+
+    def __init__(self, connection: StageServerProtocol, request: ConnectionRequest) -> None:
+        self.connection = connection
+
+    def opened(self) -> None:
+        """The WebSocket is open."""
+
+    def received(self, payload: bytes, isBinary: bool) -> None:
+        """A whole message arrived."""
+
+    def closed(self) -> None:
+        """The connection is gone."""
+
+
+Route = Callable[["StageServerProtocol", ConnectionRequest], EndpointHandler]
+
+
+class StageServerProtocol(WebSocketServerProtocol):
+    """
+    A server connection: authenticates, routes to an L{EndpointHandler}, and keeps
+    every failure inside the connection as an C{{"Error": ...}} frame.
+    """
+
+    # Not 'log': Autobahn's own txaio logger (debug lines per frame) must keep its level filter.
+    eventLog = Logger()
+    handler: EndpointHandler | None = None
+    user: str | None = None
+    path: str = ""
+
+    def onConnect(self, request: ConnectionRequest) -> Deferred[None]:
+        self.path = request.path
+        route = self.factory.routes.get(request.path)
+        if route is None:
+            raise ConnectionDeny(404, f"no endpoint {request.path}; this server has {', '.join(sorted(self.factory.routes))}")
+        d = self.factory.authenticator.authenticate(request.headers.get("authorization"))
+        d.addCallbacks(self._authenticated, self._refused, callbackArgs=(route, request))
+        d.addErrback(self._handlerFailed)
+        return d
+
+    def _authenticated(self, user: str, route: Route, request: ConnectionRequest) -> None:
+        self.user = user
+        self.handler = route(self, request)
+
+    def _refused(self, failure: Failure) -> Deferred[None]:
+        failure.trap(UnauthorizedLogin)
+        self.eventLog.info("refused {peer} on {path}: missing or wrong credentials", peer=self.peer, path=self.path)
+        self.failHandshake("Unauthorized", 401, UNAUTHORIZED_HEADERS)
+        # The handshake has been answered: this Deferred never fires.
+        return Deferred()
+
+    def _handlerFailed(self, failure: Failure) -> None:
+        if failure.check(ConnectionDeny):
+            return failure
+        self.eventLog.failure("accepting {peer} on {path} failed", failure, peer=self.peer, path=self.path)
+        raise ConnectionDeny(500, "internal error")
+
+    def onOpen(self) -> None:
+        self.factory.connections.add(self)
+        self.eventLog.info("{peer} ({user}) connected to {path}", peer=self.peer, user=self.user, path=self.path)
+        self._guard(self.handler.opened)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self._guard(self.handler.received, payload, isBinary)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self in self.factory.connections:
+            self.factory.connections.discard(self)
+            self.eventLog.info(
+                "{peer} ({user}) left {path} (code {code}{reason})",
+                peer=self.peer, user=self.user, path=self.path, code=code,
+                reason=f", {reason}" if reason else "",
+            )
+            self._guard(self.handler.closed)
+        closing = self.factory.closing.pop(self, None)
+        if closing is not None:
+            closing.callback(None)
+
+    def _guard(self, f, *args) -> None:
+        try:
+            f(*args)
+        except Exception:  # noqa: BLE001 -- a bug must not reach the client as a traceback
+            self.eventLog.failure("handling {path} for {peer} failed", peer=self.peer, path=self.path)
+            self.send(WireError("internal error").encode())
+
+    @property
+    def isOpen(self) -> bool:
+        return self.state == self.STATE_OPEN
+
+    def send(self, payload: bytes) -> None:
+        """
+        Send a text frame if the connection is still open; frames for a closed
+        connection are dropped here, not raised.
+        """
+        if self.state == self.STATE_OPEN:
+            self.sendMessage(payload)
+
+    def sendError(self, error: WireError) -> None:
+        self.send(error.encode())
+
+
+class StageServerFactory(WebSocketServerFactory):
+    """
+    The factory of one daemon's WebSocket server.
+
+    @ivar routes: endpoint path to the L{EndpointHandler} class that serves it.
+    @ivar connections: the open connections, for shutdown and fan-out.
+    """
+
+    protocol = StageServerProtocol
+
+    def __init__(
+        self,
+        routes: Mapping[str, Route],
+        authenticator: BasicAuthenticator,
+        limits: Limits,
+        reactor,
+    ) -> None:
+        super().__init__(reactor=reactor)
+        self.routes = dict(routes)
+        self.authenticator = authenticator
+        self.limits = limits
+        self.connections: set[StageServerProtocol] = set()
+        self.closing: dict[StageServerProtocol, Deferred[None]] = {}
+        applyLimits(self, limits)
+
+    def closeAll(self, code: int = GOING_AWAY, reason: str = "server shutting down") -> Deferred:
+        """
+        Close every open connection with C{code}; fire when all have closed (Autobahn
+        drops a peer that does not answer within its close timeout).
+        """
+        waiting = []
+        for connection in list(self.connections):
+            d = self.closing.setdefault(connection, Deferred())
+            waiting.append(d)
+            connection.sendClose(code, reason)
+        return DeferredList(waiting)
+
+
+class ConnectionCloser(Service):
+    """
+    A service whose stop closes the factory's WebSockets with code 1001.
+    """
+
+    def __init__(self, factory: StageServerFactory) -> None:
+        self.factory = factory
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        return self.factory.closeAll()

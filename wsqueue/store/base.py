@@ -1,0 +1,88 @@
+# -*- test-case-name: tests.test_store -*-
+"""
+The storage interface behind msgqueue, modelled on Redis Streams.
+
+A store is an append-only log of entries with increasing offsets, read by consumer
+groups: each group has its own position, and each entry handed to a consumer stays
+I{pending} for that consumer until it is acknowledged (C{XADD}, C{XREADGROUP},
+C{XACK}, C{XPENDING}).  Every method that may touch a disk or a server returns a
+L{Deferred}, so a durable or networked store can plug in without changing callers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from twisted.internet.defer import Deferred
+from zope.interface import Attribute, Interface
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """
+    One stored message.
+
+    @ivar offset: its position in the store, increasing by one per entry within an epoch.
+    """
+
+    offset: int
+    topic: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEntry:
+    """
+    An entry delivered to a consumer of a group and not yet acknowledged.
+    """
+
+    offset: int
+    consumer: str
+    deliveries: int
+
+
+class IMessageStore(Interface):
+    """
+    The queue storage that msgqueue uses.
+    """
+
+    epoch = Attribute(
+        "A string made when the store was created and kept with it. Offsets are only "
+        "comparable within one epoch: a consumer that sees a new epoch starts over."
+    )
+    retained = Attribute("How many entries the store holds now (an int).")
+
+    def append(messages: Sequence[tuple[str, str]]) -> Deferred[list[int]]:
+        """
+        Append C{(topic, content)} pairs in order and fire with their offsets.
+        """
+
+    def readGroup(group: str, consumer: str, count: int) -> Deferred[list[Entry]]:
+        """
+        Hand up to C{count} entries to C{consumer} of C{group}, creating the group at
+        the oldest retained entry if it is new.  Entries returned to the group by
+        L{release} come first, then entries the group has never seen, in offset order.
+        Every returned entry is pending for C{consumer} until L{ack}ed.
+        """
+
+    def ack(group: str, offsets: Sequence[int]) -> Deferred[int]:
+        """
+        Acknowledge pending entries of C{group}; fire with how many were pending.
+        """
+
+    def pending(group: str) -> Deferred[list[PendingEntry]]:
+        """
+        Fire with the group's pending entries in offset order.
+        """
+
+    def release(group: str, consumer: str) -> Deferred[int]:
+        """
+        Give every entry pending for C{consumer} back to C{group} (the consumer has
+        gone), to be handed out again before newer entries; fire with how many.
+        """
+
+    def close() -> Deferred[None]:
+        """
+        Release what the store holds open.
+        """

@@ -1,0 +1,47 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+C{twistd wsqueue}: all three stages in one process, for the quick start.
+
+The stages are still joined by real C{wss://} connections over loopback, exactly as
+when they run as separate daemons.
+"""
+
+from __future__ import annotations
+
+from twisted.application.service import MultiService
+from twisted.python import usage
+
+from wsqueue.options import _port
+from wsqueue.tap import msgqueue, publisher, subscriber
+from wsqueue.tap._common import defaultReactor, startupErrors
+
+
+class Options(publisher.Options, subscriber.Options, msgqueue.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "msgqueue, publisher and subscriber in one process, joined over wss:// on loopback. "
+        "--queue is ignored: the stages connect to this process's msgqueue."
+    )
+    optParameters = [
+        ["msgqueue-port", None, 8080, "msgqueue's port.", _port],
+        ["publisher-port", None, 8081, "publisher's port.", _port],
+        ["subscriber-port", None, 8082, "subscriber's port.", _port],
+    ]
+
+    def postOptions(self) -> None:
+        self["port"] = self["subscriber-port"]
+        subscriber.Options.postOptions(self)
+        host = "localhost" if self["interface"] in ("127.0.0.1", "0.0.0.0", "::", "::1", "") else self["interface"]
+        self["queue"] = f"wss://{host}:{self['msgqueue-port']}"
+        if self["msgqueue-port"] == 0:
+            raise usage.UsageError("--msgqueue-port must be a fixed port: the other stages connect to it")
+
+
+def makeService(options: Options, reactor=None) -> MultiService:
+    reactor = defaultReactor(reactor)
+    service = MultiService()
+    with startupErrors("wsqueue"):
+        msgqueue.buildMsgQueue(options, reactor, options["msgqueue-port"]).setServiceParent(service)
+        publisher.buildPublisher(options, reactor, options["publisher-port"]).setServiceParent(service)
+        subscriber.buildSubscriber(options, reactor, options["subscriber-port"]).setServiceParent(service)
+    return service

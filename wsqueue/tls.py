@@ -1,0 +1,134 @@
+# -*- test-case-name: tests.test_tls -*-
+"""
+TLS for wsqueue: the only module that knows about certificates and OpenSSL.
+
+Servers listen with C{server.crt}/C{server.key} from a certificate folder; stage-to-
+stage clients verify msgqueue's certificate and host name against a CA file (or the
+system's trust store), unless told C{--insecure} as the Go system was.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit
+
+from OpenSSL import crypto
+from twisted.internet import ssl
+from twisted.internet.endpoints import HostnameEndpoint, quoteStringArgument, wrapClientTLS
+from twisted.internet.interfaces import IStreamClientEndpoint
+
+SERVER_CERT = "server.crt"
+SERVER_KEY = "server.key"
+CA_CERT = "ca.crt"
+CONNECT_TIMEOUT = 10
+
+
+class TLSConfigurationError(Exception):
+    """
+    A certificate or key is missing or unusable; the message names the file.
+    """
+
+
+def defaultCertDir() -> str:
+    """
+    C{$WS_CERT_DIR} (as the Go system used), else C{./certs}.
+    """
+    return os.environ.get("WS_CERT_DIR") or "certs"
+
+
+def _readPEM(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise TLSConfigurationError(f"{what} {path} does not exist (create one with: wsqueue-certs DIR)")
+    except OSError as e:
+        raise TLSConfigurationError(f"cannot read {what} {path}: {e.strerror}")
+
+
+def checkServerCertificate(certDir: str) -> tuple[str, str]:
+    """
+    Check that C{certDir} holds a usable certificate and matching key; return their paths.
+    """
+    if not os.path.isdir(certDir):
+        raise TLSConfigurationError(f"certificate folder {certDir} does not exist (create one with: wsqueue-certs {certDir})")
+    certPath = os.path.join(certDir, SERVER_CERT)
+    keyPath = os.path.join(certDir, SERVER_KEY)
+    certPEM = _readPEM(certPath, "certificate")
+    keyPEM = _readPEM(keyPath, "private key")
+    try:
+        cert = crypto.load_certificate(crypto.FILETYPE_PEM, certPEM)
+    except crypto.Error:
+        raise TLSConfigurationError(f"certificate {certPath} is not a PEM certificate")
+    try:
+        key = crypto.load_privatekey(crypto.FILETYPE_PEM, keyPEM)
+    except crypto.Error:
+        raise TLSConfigurationError(f"private key {keyPath} is not an unencrypted PEM key")
+    if cert.get_pubkey().to_cryptography_key().public_numbers() != key.to_cryptography_key().public_key().public_numbers():
+        raise TLSConfigurationError(f"private key {keyPath} does not match certificate {certPath}")
+    return certPath, keyPath
+
+
+def serverDescription(port: int, interface: str, certDir: str) -> str:
+    """
+    The C{strports} description of a TLS listener, after checking the certificate.
+    """
+    certPath, keyPath = checkServerCertificate(certDir)
+    return (
+        f"ssl:{port}:interface={quoteStringArgument(interface)}"
+        f":privateKey={quoteStringArgument(keyPath)}:certKey={quoteStringArgument(certPath)}"
+    )
+
+
+def defaultCAPath(certDir: str) -> str | None:
+    """
+    C{<certDir>/ca.crt} when it exists: the CA the development certificates use.
+    """
+    path = os.path.join(certDir, CA_CERT)
+    return path if os.path.exists(path) else None
+
+
+def clientCreator(hostname: str, caPath: str | None, insecure: bool = False):
+    """
+    TLS options for a client connection to C{hostname}.
+
+    Verifies the peer's certificate and host name against C{caPath}, or the platform's
+    trust store when it is L{None}; C{insecure} skips verification entirely.
+    """
+    if insecure:
+        return ssl.CertificateOptions(verify=False)
+    trustRoot = None
+    if caPath is not None:
+        pem = _readPEM(caPath, "CA certificate")
+        try:
+            trustRoot = ssl.Certificate.loadPEM(pem)
+        except (crypto.Error, ValueError):
+            raise TLSConfigurationError(f"CA certificate {caPath} is not a PEM certificate")
+    return ssl.optionsForClientTLS(hostname, trustRoot=trustRoot)
+
+
+def parseURL(url: str) -> tuple[str, int, str]:
+    """
+    Split a C{wss://host:port/path} URL into host, port and path, checking the scheme.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "wss":
+        raise ValueError(f"{url!r} is not a wss:// URL")
+    if not parts.hostname:
+        raise ValueError(f"{url!r} has no host")
+    try:
+        port = parts.port or 443
+    except ValueError:
+        raise ValueError(f"{url!r} has an invalid port")
+    return parts.hostname, port, parts.path or "/"
+
+
+def clientEndpoint(reactor, url: str, caPath: str | None, insecure: bool = False) -> IStreamClientEndpoint:
+    """
+    A TLS client endpoint for a C{wss://} URL.
+    """
+    host, port, _ = parseURL(url)
+    return wrapClientTLS(
+        clientCreator(host, caPath, insecure),
+        HostnameEndpoint(reactor, host, port, timeout=CONNECT_TIMEOUT),
+    )

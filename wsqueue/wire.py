@@ -1,0 +1,197 @@
+# -*- test-case-name: tests.test_wire -*-
+"""
+The frame format shared by every wsqueue endpoint.
+
+The public endpoints speak the Go system's format (C{{"Topic": t, "Content": c}}) plus
+optional C{"Id"} for acknowledgements.  Parsing never raises: a bad frame becomes a
+L{WireError} value that the caller turns into an C{{"Error": ...}} reply, so nothing a
+client sends can surface as a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+MAX_TOPIC_LENGTH = 256
+MAX_ID_LENGTH = 128
+
+_BAD_TOPIC_CHARACTERS = re.compile(r"[\s\x00-\x1f\x7f]")
+_RESERVED_TOPIC_CHARACTERS = re.compile(r"[*>]")
+
+JSONId = str | int | float | bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class WireError:
+    """
+    A frame that could not be accepted, with the reason the client is told.
+
+    @ivar id: the request's C{"Id"} when it could be read, so the error can be matched.
+    """
+
+    reason: str
+    id: JSONId = None
+    hasId: bool = False
+
+    def encode(self) -> bytes:
+        """
+        The C{{"Error": reason}} frame (with C{"Id"} when the request had one).
+        """
+        if self.hasId:
+            return encode({"Error": self.reason, "Id": self.id})
+        return encode({"Error": self.reason})
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """
+    One published message: what publishers send and subscribers receive.
+    """
+
+    topic: str
+    content: str
+    id: JSONId = None
+    hasId: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """
+    A subscriber client's request to start (C{subscribe=True}) or stop a topic.
+    """
+
+    topic: str
+    subscribe: bool
+    id: JSONId = None
+    hasId: bool = False
+
+
+def encode(obj: Any) -> bytes:
+    """
+    Encode one JSON frame compactly, keeping non-ASCII text as UTF-8.
+    """
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def ack(requestId: JSONId) -> bytes:
+    """
+    The C{{"Ack": id}} frame that tells a client its request took effect.
+    """
+    return encode({"Ack": requestId})
+
+
+def checkTopic(topic: object) -> str | None:
+    """
+    Say what is wrong with C{topic}, or return L{None} when it is a valid topic.
+
+    Topics are 1 to L{MAX_TOPIC_LENGTH} characters without whitespace or control
+    characters; C{*} and C{>} are reserved for wildcard subscriptions.
+    """
+    if not isinstance(topic, str):
+        return "Topic must be a string"
+    if not topic:
+        return "Topic must not be empty"
+    if len(topic) > MAX_TOPIC_LENGTH:
+        return f"Topic is longer than {MAX_TOPIC_LENGTH} characters"
+    if _BAD_TOPIC_CHARACTERS.search(topic):
+        return "Topic must not contain whitespace or control characters"
+    if _RESERVED_TOPIC_CHARACTERS.search(topic):
+        return "Topic must not contain '*' or '>' (reserved for wildcards)"
+    return None
+
+
+def _decodeObject(payload: bytes, isBinary: bool) -> dict[str, Any] | WireError:
+    if isBinary:
+        return WireError("binary frames are not supported; send JSON text")
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return WireError("frame is not valid JSON")
+    if not isinstance(obj, dict):
+        return WireError("frame must be a JSON object")
+    return obj
+
+
+def _readId(obj: dict[str, Any]) -> tuple[JSONId, bool, WireError | None]:
+    if "Id" not in obj:
+        return None, False, None
+    requestId = obj["Id"]
+    if isinstance(requestId, (dict, list)):
+        return None, False, WireError("Id must be a string or a number")
+    if isinstance(requestId, str) and len(requestId) > MAX_ID_LENGTH:
+        return None, False, WireError(f"Id is longer than {MAX_ID_LENGTH} characters")
+    return requestId, True, None
+
+
+def parseMessageObject(obj: object) -> Message | WireError:
+    """
+    Validate one decoded message object (C{Topic}, C{Content}, optional C{Id}).
+    """
+    if not isinstance(obj, dict):
+        return WireError("each message must be a JSON object")
+    requestId, hasId, error = _readId(obj)
+    if error is not None:
+        return error
+    problem = checkTopic(obj.get("Topic"))
+    if problem is None and not isinstance(obj.get("Content"), str):
+        problem = "Content must be a string"
+    if problem is not None:
+        return WireError(problem, requestId, hasId)
+    return Message(obj["Topic"], obj["Content"], requestId, hasId)
+
+
+def parsePublish(payload: bytes, isBinary: bool = False) -> Message | WireError:
+    """
+    Parse a frame sent to C{/publish}: C{{"Topic": t, "Content": c, "Id"?: id}}.
+    """
+    obj = _decodeObject(payload, isBinary)
+    if isinstance(obj, WireError):
+        return obj
+    return parseMessageObject(obj)
+
+
+_COMMANDS = {"sub": True, "unsub": False}
+
+
+def parseSubscribe(payload: bytes, isBinary: bool = False) -> Subscription | WireError:
+    """
+    Parse a frame sent to C{/subscribe}.
+
+    Accepts the Go system's C{{"Topic": t, "Content": "sub"}} (or C{"unsub"}) and the
+    plain-text C{sub TOPIC} / C{unsub TOPIC} that a person types into any client.
+    """
+    stripped = payload.strip()
+    if not isBinary and stripped[:1] != b"{":
+        return _parseSubscribeText(stripped)
+    obj = _decodeObject(payload, isBinary)
+    if isinstance(obj, WireError):
+        return obj
+    requestId, hasId, error = _readId(obj)
+    if error is not None:
+        return error
+    command = obj.get("Content")
+    if command not in _COMMANDS:
+        return WireError('Content must be "sub" or "unsub"', requestId, hasId)
+    problem = checkTopic(obj.get("Topic"))
+    if problem is not None:
+        return WireError(problem, requestId, hasId)
+    return Subscription(obj["Topic"], _COMMANDS[command], requestId, hasId)
+
+
+def _parseSubscribeText(line: bytes) -> Subscription | WireError:
+    try:
+        words = line.decode("utf-8").split()
+    except UnicodeDecodeError:
+        return WireError("frame is not valid UTF-8")
+    if len(words) != 2 or words[0] not in _COMMANDS:
+        return WireError(
+            'unknown command: send "sub TOPIC", "unsub TOPIC" or '
+            '{"Topic": TOPIC, "Content": "sub"}'
+        )
+    problem = checkTopic(words[1])
+    if problem is not None:
+        return WireError(problem)
+    return Subscription(words[1], _COMMANDS[words[0]])
