@@ -30,10 +30,10 @@ RetryPolicy = Callable[[int], float]
 
 def defaultRetryPolicy(jitter: Callable[[], float] | None = None) -> RetryPolicy:
     """
-    0.25 s, doubling up to 10 s between attempts.
+    0.25 s, doubling up to 5 s between attempts: a restarted msgqueue is found within 5 s.
     """
     kwargs = {} if jitter is None else {"jitter": jitter}
-    return backoffPolicy(initialDelay=0.25, factor=2.0, maxDelay=10.0, **kwargs)
+    return backoffPolicy(initialDelay=0.25, factor=2.0, maxDelay=5.0, **kwargs)
 
 
 class HandshakeFailed(Exception):

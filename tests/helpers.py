@@ -1,0 +1,212 @@
+"""
+What the tests share: development certificates, TLS listeners on loopback, a
+recording WebSocket client, raw HTTP requests over TLS, and waiting on a condition
+with a deadline (never a fixed sleep).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+
+from autobahn.twisted.websocket import WebSocketClientFactory
+from twisted.internet import reactor, ssl, task
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.trial.unittest import TestCase
+
+from wsqueue.auth import basicHeader
+from wsqueue.certs import makeDevelopmentCertificates
+from wsqueue.client import ClientProtocol
+from wsqueue.tls import clientEndpoint
+
+_certDir: str | None = None
+
+
+def certDir() -> str:
+    """
+    A folder with a development CA and server certificate, made once per test run.
+    """
+    global _certDir
+    if _certDir is None:
+        _certDir = tempfile.mkdtemp(prefix="wsqueue-test-certs-")
+        atexit.register(shutil.rmtree, _certDir, True)
+        makeDevelopmentCertificates(_certDir)
+    return _certDir
+
+
+def caPath() -> str:
+    return os.path.join(certDir(), "ca.crt")
+
+
+def serverContext() -> ssl.CertificateOptions:
+    with open(os.path.join(certDir(), "server.crt"), "rb") as f:
+        cert = f.read()
+    with open(os.path.join(certDir(), "server.key"), "rb") as f:
+        key = f.read()
+    return ssl.PrivateCertificate.loadPEM(cert + key).options()
+
+
+def listenTLS(testCase: TestCase, factory) -> int:
+    """
+    Serve C{factory} over TLS on a free loopback port until the test ends; return the port.
+    """
+    port = reactor.listenSSL(0, factory, serverContext(), interface="127.0.0.1")
+    testCase.addCleanup(port.stopListening)
+    return port.getHost().port
+
+
+def waitFor(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.01, what: str = "") -> Deferred:
+    """
+    Fire once C{predicate()} is true, polling; fail with a clear message at the deadline.
+    """
+    deadline = reactor.seconds() + timeout
+
+    def check():
+        result = predicate()
+        if result:
+            return result
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+        return task.deferLater(reactor, interval, check)
+
+    return task.deferLater(reactor, 0, check)
+
+
+def withTimeout(d: Deferred, timeout: float = 10.0, what: str = "") -> Deferred:
+    """
+    C{d}, failing with a clear message if it has not fired within C{timeout}.
+    """
+    result = Deferred()
+    call = reactor.callLater(timeout, lambda: result.called or result.errback(AssertionError(f"timed out after {timeout} s: {what}")))
+
+    def done(value):
+        if call.active():
+            call.cancel()
+        if not result.called:
+            result.callback(value)
+
+    d.addBoth(done)
+    return result
+
+
+class Clients:
+    """
+    Opens recording WebSocket clients and closes them all when the test ends.
+    """
+
+    def __init__(self, testCase: TestCase) -> None:
+        self.open: list[ClientProtocol] = []
+        testCase.addCleanup(self.closeAll)
+
+    async def connect(
+        self, port: int, path: str, user: str = "hello", password: str = "test", headers: dict | None = None
+    ) -> ClientProtocol:
+        """
+        Connect to C{wss://localhost:port/path}; fails with L{HandshakeFailed} if refused.
+        """
+        protocol = await self.connectRaw(port, path, user, password, headers)
+        return await withTimeout(protocol.opened, what=f"opening {path}")
+
+    async def connectRaw(self, port, path, user="hello", password="test", headers=None) -> ClientProtocol:
+        url = f"wss://localhost:{port}{path}"
+        allHeaders = {} if user is None else {"Authorization": basicHeader(user, password)}
+        allHeaders.update(headers or {})
+        factory = WebSocketClientFactory(url, headers=allHeaders, reactor=reactor)
+        factory.protocol = ClientProtocol
+        factory.setProtocolOptions(openHandshakeTimeout=5, closeHandshakeTimeout=2, maxMessagePayloadSize=0)
+        protocol = await clientEndpoint(reactor, url, caPath()).connect(factory)
+        self.open.append(protocol)
+        return protocol
+
+    def closeAll(self) -> Deferred:
+        waiting = []
+        for protocol in self.open:
+            if not protocol.closed.called:
+                if protocol.state == protocol.STATE_OPEN:
+                    protocol.sendClose(1000)
+                else:
+                    protocol.dropConnection(abort=True)
+                waiting.append(withTimeout(_observe(protocol.closed), 5, "client close"))
+        return DeferredList(waiting)
+
+
+def _observe(d: Deferred) -> Deferred:
+    """
+    A Deferred that fires when C{d} does, without taking C{d}'s result.
+    """
+    observer = Deferred()
+
+    def fire(result):
+        observer.callback(result)
+        return result
+
+    d.addBoth(fire)
+    return observer
+
+
+async def nextFrame(protocol: ClientProtocol, timeout: float = 10.0) -> bytes | None:
+    """
+    The next frame the client received (L{None} once it is closed).
+    """
+    return await withTimeout(protocol.frames.get(), timeout, "the next frame")
+
+
+async def nextJSON(protocol: ClientProtocol, timeout: float = 10.0):
+    import json
+
+    frame = await nextFrame(protocol, timeout)
+    assert frame is not None, "connection closed instead of a frame"
+    return json.loads(frame)
+
+
+async def noFrameWithin(protocol: ClientProtocol, seconds: float) -> None:
+    """
+    Check that nothing arrives for C{seconds}.  (A bounded wait is the only way to
+    check that something does I{not} happen; it never synchronises anything.)
+    """
+    await task.deferLater(reactor, seconds, lambda: None)
+    assert not protocol.frames.pending, f"unexpected frames {protocol.frames.pending!r}"
+
+
+class _RawHTTP(Protocol):
+    def __init__(self, request: bytes, done: Deferred) -> None:
+        self.request = request
+        self.done = done
+        self.received = b""
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.request)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason) -> None:
+        self.done.callback(self.received)
+
+
+def rawRequest(port: int, request: bytes) -> Deferred[bytes]:
+    """
+    Send raw bytes over TLS and fire with everything the server answered before closing.
+    """
+    done: Deferred[bytes] = Deferred()
+    factory = ClientFactory.forProtocol(lambda: _RawHTTP(request, done))
+    endpoint = clientEndpoint(reactor, f"wss://localhost:{port}", caPath())
+    endpoint.connect(factory).addErrback(done.errback)
+    return withTimeout(done, what="raw HTTP response")
+
+
+def upgradeRequest(port: int, path: str, authorization: str | None = None, upgrade: bool = True) -> bytes:
+    """
+    A WebSocket upgrade request (or a plain GET), optionally with an Authorization header.
+    """
+    lines = [f"GET {path} HTTP/1.1", f"Host: localhost:{port}"]
+    if upgrade:
+        lines += ["Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+                  "Sec-WebSocket-Version: 13"]
+    if authorization is not None:
+        lines.append(f"Authorization: {authorization}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
