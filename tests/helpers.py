@@ -102,14 +102,18 @@ class Clients:
         self.open: list[ClientProtocol] = []
         testCase.addCleanup(self.closeAll)
 
-    async def connect(
+    def connect(
         self, port: int, path: str, user: str = "hello", password: str = "test", headers: dict | None = None
-    ) -> ClientProtocol:
+    ) -> Deferred[ClientProtocol]:
         """
         Connect to C{wss://localhost:port/path}; fails with L{HandshakeFailed} if refused.
         """
-        protocol = await self.connectRaw(port, path, user, password, headers)
-        return await withTimeout(protocol.opened, what=f"opening {path}")
+
+        async def connect() -> ClientProtocol:
+            protocol = await self.connectRaw(port, path, user, password, headers)
+            return await withTimeout(protocol.opened, what=f"opening {path}")
+
+        return Deferred.fromCoroutine(connect())
 
     async def connectRaw(self, port, path, user="hello", password="test", headers=None) -> ClientProtocol:
         url = f"wss://localhost:{port}{path}"

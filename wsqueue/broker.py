@@ -271,5 +271,10 @@ class QueueBroker:
                     else:
                         await self.store.ack(group, [entry.offset for entry in entries])
                     state.consumer.deliver(entries, self.store.epoch)
+                    # Round-robin across dispatches too: the next batch starts elsewhere.
+                    members = self._consumers.get(group)
+                    if members and members[-1] is not state:
+                        members.remove(state)
+                        members.append(state)
                     progress = True
         self._updatePause()

@@ -3,9 +3,12 @@
 Stage-to-stage connections: a publisher's or subscriber's link to msgqueue.
 
 A L{QueueLink} keeps one WebSocket open to msgqueue through L{ClientService}, with
-exponential backoff.  A connection only counts as made once the WebSocket handshake
-has succeeded (C{prepareConnection}), so a refused handshake backs off like a refused
-TCP connection instead of retrying at full speed, and a 401 is reported loudly.
+exponential backoff.  L{ClientService} counts a connection as made once TCP is up and
+then retries at its first delay again; a handshake that keeps failing (a 401, a TLS
+error) would be retried four times a second forever.  So the link counts failed
+handshakes itself and adds them to the attempt number its retry policy sees, and a
+401 is reported loudly.  (C{prepareConnection} cannot do this: when it fails, the
+connection's later loss has no transition in L{ClientService}'s state machine.)
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from wsqueue.auth import basicHeader
-from wsqueue.server import GOING_AWAY, Limits, applyLimits
+from wsqueue.server import GOING_AWAY, Limits, applyLimits, closeWith
 
 RetryPolicy = Callable[[int], float]
 
@@ -86,8 +89,8 @@ class LinkProtocol(WebSocketClientProtocol):
         super().connectionLost(reason)
 
     def onOpen(self) -> None:
-        self.factory.link._opened(self)
         self.opened.callback(self)
+        self.factory.link._opened(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         try:
@@ -97,7 +100,10 @@ class LinkProtocol(WebSocketClientProtocol):
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if not self.opened.called:
-            self.opened.errback(HandshakeFailed(self._status(), self._why(reason)))
+            failure = HandshakeFailed(self._status(), self._why(reason))
+            self.factory.link._handshakeFailed(failure)
+            self.opened.errback(failure)
+            self.opened.addErrback(lambda _: None)
         else:
             self.factory.link._closed(self, code, reason)
         self.closed.callback(None)
@@ -175,36 +181,28 @@ class QueueLink(Service):
         factory.link = self
         applyLimits(factory, limits.internal())
         self.factory = factory
+        policy = retryPolicy or defaultRetryPolicy()
         self._client = ClientService(
             _ReportingEndpoint(endpoint, self),
             factory,
-            retryPolicy=retryPolicy or defaultRetryPolicy(),
+            retryPolicy=lambda attempt: policy(attempt + self.failedHandshakes),
             clock=reactor,
-            prepareConnection=self._prepare,
         )
 
-    def _prepare(self, protocol) -> Deferred:
-        d = protocol.opened
-        d.addErrback(self._attemptFailed)
-        return d
-
     def _attemptFailed(self, failure: Failure) -> Failure:
-        if failure.check(HandshakeFailed) and failure.value.status == 401:
-            self.failedHandshakes += 1
+        self.log.warn("cannot reach msgqueue at {url}: {reason}; retrying", url=self.url, reason=failure.getErrorMessage())
+        return failure
+
+    def _handshakeFailed(self, failure: HandshakeFailed) -> None:
+        self.failedHandshakes += 1
+        if failure.status == 401:
             self.log.critical(
                 "msgqueue at {url} refused our credentials (HTTP 401): set --queue-user and "
                 "--queue-password (or WSQUEUE_QUEUE_USER / WSQUEUE_QUEUE_PASSWORD)",
                 url=self.url,
             )
         else:
-            if failure.check(HandshakeFailed):
-                self.failedHandshakes += 1
-            self.log.warn(
-                "cannot reach msgqueue at {url}: {reason}; retrying",
-                url=self.url,
-                reason=failure.getErrorMessage(),
-            )
-        return failure
+            self.log.warn("cannot open the link to msgqueue at {url}: {reason}; retrying", url=self.url, reason=failure)
 
     def _opened(self, protocol: LinkProtocol) -> None:
         self.failedHandshakes = 0
@@ -221,12 +219,6 @@ class QueueLink(Service):
         )
         self.owner.linkClosed(protocol)
 
-    def whenConnected(self) -> Deferred:
-        """
-        Fire with the open link (used by tests and tools).
-        """
-        return self._client.whenConnected()
-
     def startService(self) -> None:
         super().startService()
         self._client.startService()
@@ -235,7 +227,7 @@ class QueueLink(Service):
         super().stopService()
         protocol = self.protocol
         if protocol is not None and protocol.isOpen:
-            protocol.sendClose(GOING_AWAY, "stage shutting down")
+            closeWith(protocol, GOING_AWAY, "stage shutting down")
             waiting = protocol.closed
         else:
             waiting = succeed(None)

@@ -54,6 +54,16 @@ class Limits:
         return Limits(self.maxMessageSize + ENVELOPE_SLACK, self.pingInterval, self.handshakeTimeout)
 
 
+def closeWith(protocol, code: int, reason: str) -> None:
+    """
+    Start the closing handshake with C{code}.  Autobahn's C{sendClose} accepts only
+    1000 and 3000-4999 from applications, but RFC 6455 gives 1001 (going away) to a
+    server that shuts down, and 1008 to a policy violation.
+    """
+    if protocol.state == protocol.STATE_OPEN:
+        protocol.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123], isReply=False)
+
+
 def applyLimits(factory, limits: Limits) -> None:
     """
     Set every protocol option wsqueue relies on; Autobahn's defaults are unsafe for a
@@ -157,6 +167,13 @@ class StageServerProtocol(WebSocketServerProtocol):
         if closing is not None:
             closing.callback(None)
 
+    def failHandshake(self, reason: str, code: int = 400, responseHeaders=None) -> None:
+        # Autobahn answers a request without an Upgrade header with 426; the Go system
+        # (and its clients' tests) expect 400 for any request that is not a WebSocket.
+        if code == 426:
+            code = 400
+        super().failHandshake(reason, code, responseHeaders)
+
     def _guard(self, f, *args) -> None:
         try:
             f(*args)
@@ -214,7 +231,7 @@ class StageServerFactory(WebSocketServerFactory):
         for connection in list(self.connections):
             d = self.closing.setdefault(connection, Deferred())
             waiting.append(d)
-            connection.sendClose(code, reason)
+            closeWith(connection, code, reason)
         return DeferredList(waiting)
 
 

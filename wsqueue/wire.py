@@ -11,6 +11,7 @@ client sends can surface as a traceback.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 MAX_TOPIC_LENGTH = 256
 MAX_ID_LENGTH = 128
 
-_BAD_TOPIC_CHARACTERS = re.compile(r"[\s\x00-\x1f\x7f]")
+_BAD_TOPIC_CHARACTERS = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 _RESERVED_TOPIC_CHARACTERS = re.compile(r"[*>]")
 
 JSONId = str | int | float | bool | None
@@ -121,6 +122,9 @@ def _readId(obj: dict[str, Any]) -> tuple[JSONId, bool, WireError | None]:
     requestId = obj["Id"]
     if isinstance(requestId, (dict, list)):
         return None, False, WireError("Id must be a string or a number")
+    if isinstance(requestId, float) and not math.isfinite(requestId):
+        # Python's json reads NaN/Infinity (and 1e400 as inf); echoing them is not JSON.
+        return None, False, WireError("Id must be a string or a finite number")
     if isinstance(requestId, str) and len(requestId) > MAX_ID_LENGTH:
         return None, False, WireError(f"Id is longer than {MAX_ID_LENGTH} characters")
     return requestId, True, None

@@ -1,0 +1,413 @@
+"""
+Real wsqueue daemons for end-to-end tests: C{twistd -n} subprocesses started through
+the reactor (nothing blocks), on free loopback ports, with their own log files in the
+test's temporary folder, using the source tree under test (C{PYTHONPATH} is the
+repository root).
+
+    msgqueue = await startDaemon(self, "wsqueue-msgqueue")
+    publisher = await startDaemon(self, "wsqueue-publisher", "--queue", msgqueue.url)
+    await publisher.waitForLog(LINK_OPEN)
+
+Every daemon is killed (SIGKILL) and waited for when the test ends.  Every wait has
+a deadline and fails with the daemon's output and log tail.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+
+from twisted.internet import reactor, task
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+
+from tests.helpers import certDir
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+READY_TIMEOUT = 20.0
+LINK_OPEN = "open"
+"""Publisher and subscriber log C{link to msgqueue at URL open}; see L{Daemon.waitForLinks}."""
+
+
+def freePort() -> int:
+    """
+    A TCP port that was free on 127.0.0.1 a moment ago.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def daemonEnvironment() -> dict[str, str]:
+    """
+    This process's environment with C{PYTHONPATH} set to the repository root, so a
+    daemon imports the source tree under test rather than an installed copy.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO_ROOT
+    return env
+
+
+def exitCodeOf(reason: Failure) -> int:
+    """
+    The exit status in C{subprocess}'s convention: the exit code, or minus the
+    signal number when a signal ended the process.
+    """
+    value = reason.value
+    if isinstance(value, ProcessDone):
+        return 0
+    if isinstance(value, ProcessTerminated):
+        if value.exitCode is not None:
+            return value.exitCode
+        return -value.signal
+    raise ValueError(f"not a process end: {reason!r}")
+
+
+class _Recorder(ProcessProtocol):
+    """
+    Collects a process's output and fires C{ended} with its exit status.
+    """
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.ended: Deferred[int] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.closeStdin()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(exitCodeOf(reason))
+
+
+def runProcess(argv: Sequence[str], path: str | None = None, timeout: float = 30.0) -> Deferred[tuple[int, str]]:
+    """
+    Run C{argv} (with L{daemonEnvironment}) to the end; fire with its exit status and
+    its output (stdout and stderr together).
+    """
+    recorder = _Recorder()
+    process = reactor.spawnProcess(recorder, argv[0], list(argv), env=daemonEnvironment(), path=path)
+    call = reactor.callLater(timeout, _killIfRunning, process)
+
+    def ended(code: int) -> tuple[int, str]:
+        if call.active():
+            call.cancel()
+        return code, recorder.output.decode("utf-8", "replace")
+
+    return recorder.ended.addCallback(ended)
+
+
+def _killIfRunning(process) -> None:
+    try:
+        process.signalProcess("KILL")
+    except ProcessExitedAlready:
+        pass
+
+
+class DaemonError(AssertionError):
+    """
+    A daemon exited or did not get ready in time; the message carries its output.
+    """
+
+
+class Daemon:
+    """
+    One C{twistd -n <tapname>} subprocess.
+
+    @ivar port: the port it listens on (kept across L{restart}).
+    @ivar ports: every port it listens on (the all-in-one daemon has three).
+    @ivar logPath: its twistd log file; restarts append to it.
+    @ivar exited: fires with the exit status of the current run (see L{exitCodeOf}).
+    """
+
+    def __init__(
+        self, testCase: TestCase, tapname: str, args: Sequence[str] = (), port: int | None = None,
+        name: str | None = None, ports: Sequence[int] = (), withPort: bool = True,
+    ) -> None:
+        self.tapname = tapname
+        self.name = name or tapname.removeprefix("wsqueue-") or "wsqueue"
+        self.port = freePort() if port is None else port
+        self.ports = list(ports) or [self.port]
+        self.directory = os.path.abspath(testCase.mktemp())
+        os.makedirs(self.directory)
+        self.logPath = os.path.join(self.directory, f"{self.name}.log")
+        portArgs = ["--port", str(self.port)] if withPort else []
+        self.argv = [
+            *TWISTD, "-n", "--pidfile=", f"--logfile={self.logPath}",
+            tapname, *portArgs, "--cert-dir", certDir(), *args,
+        ]
+        self.process = None
+        self.recorder: _Recorder | None = None
+        testCase.addCleanup(self.stop)
+
+    @property
+    def url(self) -> str:
+        """
+        The C{wss://} URL of this daemon, as other stages are given it with C{--queue}.
+        """
+        return f"wss://localhost:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.recorder is not None and not self.recorder.ended.called
+
+    @property
+    def exited(self) -> Deferred[int]:
+        assert self.recorder is not None, f"{self.name} was never started"
+        return self.recorder.ended
+
+    @property
+    def output(self) -> str:
+        """
+        What the current run wrote to stdout and stderr (twistd logs to L{logPath}).
+        """
+        return self.recorder.output.decode("utf-8", "replace") if self.recorder else ""
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    # -- starting and stopping ------------------------------------------------
+
+    def spawn(self) -> None:
+        """
+        Start the process without waiting for anything.
+        """
+        assert not self.running, f"{self.name} is already running"
+        self.recorder = _Recorder()
+        self.process = reactor.spawnProcess(
+            self.recorder, self.argv[0], self.argv, env=daemonEnvironment(), path=self.directory
+        )
+
+    def start(self, timeout: float = READY_TIMEOUT) -> Deferred[Daemon]:
+        """
+        Start the process; fire with this daemon once every port accepts connections.
+        """
+        self.spawn()
+        return self.waitReady(timeout)
+
+    def restart(self, timeout: float = READY_TIMEOUT) -> Deferred[Daemon]:
+        """
+        Start again on the same port(s) after the process has exited.
+        """
+        return self.start(timeout)
+
+    def kill(self, sig: int = signal.SIGTERM) -> None:
+        """
+        Send C{sig} (SIGTERM, SIGKILL...) to the running process.
+        """
+        assert self.running, f"{self.name} is not running"
+        self.process.signalProcess(sig)
+
+    def waitForExit(self, timeout: float = READY_TIMEOUT) -> Deferred[int]:
+        """
+        Fire with the exit status (minus the signal number if a signal ended it).
+        """
+        d = Deferred()
+        ended = self.exited
+
+        def expire() -> None:
+            if not d.called:
+                d.errback(self._error(f"did not exit within {timeout} s"))
+
+        call = reactor.callLater(timeout, expire)
+
+        def done(code: int) -> int:
+            if call.active():
+                call.cancel()
+            if not d.called:
+                d.callback(code)
+            return code
+
+        ended.addCallback(done)
+        return d
+
+    def stop(self) -> Deferred:
+        """
+        Kill the process if it is still running and wait until it has exited.
+        """
+        if not self.running:
+            return succeed(None)
+        try:
+            self.kill(signal.SIGKILL)
+        except ProcessExitedAlready:
+            pass
+        return self.waitForExit()
+
+    # -- waiting on conditions -------------------------------------------------
+
+    def _error(self, what: str) -> DaemonError:
+        status = ""
+        if self.recorder is not None and self.recorder.ended.called:
+            status = f" (it exited with status {self.recorder.ended.result})"
+        return DaemonError(
+            f"{self.name} (twistd {self.tapname} on port {self.port}) {what}{status}\n"
+            f"--- output ---\n{self.output[-3000:]}\n--- log tail ({self.logPath}) ---\n{self.logTail()}"
+        )
+
+    def _poll(self, check, timeout: float, what: str, interval: float = 0.05) -> Deferred:
+        """
+        Call C{check()} (which may return a Deferred) until it gives a true value;
+        fail when the process exits first or at the deadline.
+        """
+        deadline = reactor.seconds() + timeout
+
+        async def loop():
+            while True:
+                result = await check()
+                if result:
+                    return result
+                if not self.running:
+                    raise self._error(f"exited while waiting for {what}")
+                if reactor.seconds() > deadline:
+                    raise self._error(f"timed out after {timeout} s waiting for {what}")
+                await task.deferLater(reactor, interval, lambda: None)
+
+        return Deferred.fromCoroutine(loop())
+
+    def waitReady(self, timeout: float = READY_TIMEOUT) -> Deferred[Daemon]:
+        """
+        Fire with this daemon once a TCP connection to each of its ports succeeds.
+        """
+
+        async def accepting() -> bool:
+            results = await DeferredList([_canConnect(port) for port in self.ports])
+            return all(ok and connected for ok, connected in results)
+
+        return self._poll(accepting, timeout, f"port(s) {self.ports} to accept connections").addCallback(
+            lambda _: self
+        )
+
+    def logText(self, since: int = 0) -> str:
+        """
+        The log file from byte offset C{since} (see L{logMark}).
+        """
+        try:
+            with open(self.logPath, "rb") as f:
+                f.seek(since)
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def logMark(self) -> int:
+        """
+        The current end of the log, for L{waitForLog} to look only at what comes after.
+        """
+        try:
+            return os.path.getsize(self.logPath)
+        except FileNotFoundError:
+            return 0
+
+    def logTail(self, lines: int = 30) -> str:
+        return "\n".join(self.logText().splitlines()[-lines:])
+
+    def waitForLog(self, text: str, since: int = 0, count: int = 1, timeout: float = READY_TIMEOUT) -> Deferred[str]:
+        """
+        Fire with the log (from C{since}) once C{text} appears in it C{count} times.
+        """
+
+        async def found():
+            log = self.logText(since)
+            return log if log.count(text) >= count else None
+
+        return self._poll(found, timeout, f"{count} x {text!r} in the log")
+
+    def waitForLinks(self, since: int = 0, count: int = 1, timeout: float = READY_TIMEOUT) -> Deferred[str]:
+        """
+        Fire once C{count} links to msgqueue have opened (publisher, subscriber and
+        the all-in-one daemon log C{link to msgqueue at URL open}).
+        """
+
+        async def found():
+            lines = [
+                line for line in self.logText(since).splitlines()
+                if "link to msgqueue at " in line and line.endswith(" open")
+            ]
+            return lines if len(lines) >= count else None
+
+        return self._poll(found, timeout, f"{count} link(s) to msgqueue to open")
+
+
+class _Probe(Protocol):
+    def connectionMade(self) -> None:
+        self.transport.abortConnection()
+
+
+def _canConnect(port: int) -> Deferred[bool]:
+    """
+    Whether a TCP connection to 127.0.0.1:C{port} succeeds (closed at once).
+    """
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=2)
+    d = endpoint.connect(Factory.forProtocol(_Probe))
+    return d.addCallbacks(lambda _: True, lambda _: False)
+
+
+def startDaemon(testCase: TestCase, tapname: str, *args: str, **kwargs) -> Deferred[Daemon]:
+    """
+    Start C{twistd -n tapname --port P --cert-dir <test certificates> args...} on a
+    free port and fire with the L{Daemon} once it accepts connections.
+    """
+    return Daemon(testCase, tapname, args, **kwargs).start()
+
+
+def startDaemons(testCase: TestCase, *specs: tuple) -> Deferred[list[Daemon]]:
+    """
+    Start several daemons at once (each spec is C{(tapname, *args)}); fire with them
+    in order once all are ready, or fail with the first problem.
+    """
+    daemons = [Daemon(testCase, spec[0], spec[1:]) for spec in specs]
+    d = DeferredList([daemon.start() for daemon in daemons], fireOnOneErrback=True, consumeErrors=True)
+
+    def failed(failure: Failure) -> Failure:
+        return failure.value.subFailure
+
+    return d.addCallbacks(lambda _: daemons, failed)
+
+
+class Pipeline:
+    """
+    A msgqueue with publishers and subscribers joined to it, every link open.
+    """
+
+    def __init__(self, msgqueue: Daemon, publishers: list[Daemon], subscribers: list[Daemon]) -> None:
+        self.msgqueue = msgqueue
+        self.publishers = publishers
+        self.subscribers = subscribers
+
+    @property
+    def publisher(self) -> Daemon:
+        return self.publishers[0]
+
+    @property
+    def subscriber(self) -> Daemon:
+        return self.subscribers[0]
+
+
+async def startPipeline(
+    testCase: TestCase, publishers: int = 1, subscribers: Sequence[Sequence[str]] = ((),), msgqueueArgs: Sequence[str] = ()
+) -> Pipeline:
+    """
+    Start msgqueue, then C{publishers} publisher daemons and one subscriber daemon per
+    entry of C{subscribers} (its extra arguments, e.g. C{("--group", "g")}) at once;
+    return when every daemon listens and every link to msgqueue is open.
+    """
+    msgqueue = await startDaemon(testCase, "wsqueue-msgqueue", *msgqueueArgs)
+    queue = ("--queue", msgqueue.url)
+    specs = [("wsqueue-publisher", *queue)] * publishers + [("wsqueue-subscriber", *queue, *args) for args in subscribers]
+    stages = await startDaemons(testCase, *specs)
+    await DeferredList([stage.waitForLinks() for stage in stages], fireOnOneErrback=True, consumeErrors=True).addErrback(
+        lambda failure: failure.value.subFailure
+    )
+    return Pipeline(msgqueue, stages[:publishers], stages[publishers:])

@@ -1,0 +1,119 @@
+"""
+A stand-in msgqueue for testing the publisher and subscriber on their own, as the Go
+project's tests did: it records what the stage sends and lets the test decide what
+msgqueue answers.
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted.internet import reactor
+from twisted.trial.unittest import TestCase
+
+from wsqueue.auth import makeAuthenticator
+from wsqueue.link import QueueLink
+from wsqueue.server import EndpointHandler, Limits, StageServerFactory
+from wsqueue.tls import clientEndpoint
+
+from .helpers import caPath, listenTLS, serverContext
+
+
+class StandInPush(EndpointHandler):
+    """
+    /pushmsg: records each frame's messages; acknowledges them if the queue says so.
+    """
+
+    def __init__(self, connection, request, queue: StandInQueue) -> None:
+        super().__init__(connection, request)
+        self.queue = queue
+        self.request = request
+
+    def opened(self) -> None:
+        self.queue.pushers.append(self)
+
+    def received(self, payload: bytes, isBinary: bool) -> None:
+        batch = json.loads(payload)
+        batch = batch if isinstance(batch, list) else [batch]
+        self.queue.pushed.extend(batch)
+        if self.queue.autoAck:
+            self.ack(batch[-1]["Id"])
+
+    def ack(self, upTo) -> None:
+        self.connection.sendMessage(json.dumps({"Ack": upTo}).encode())
+
+
+class StandInPop(EndpointHandler):
+    """
+    /popmsg: the test sends messages through it and reads the acknowledgements.
+    """
+
+    def __init__(self, connection, request, queue: StandInQueue) -> None:
+        super().__init__(connection, request)
+        self.queue = queue
+        self.request = request
+        self.acks: list[int] = []
+
+    def opened(self) -> None:
+        self.queue.poppers.append(self)
+
+    def received(self, payload: bytes, isBinary: bool) -> None:
+        self.acks.append(json.loads(payload)["Ack"])
+
+    def deliver(self, topic: str, content: str, offset: int, epoch: str = "e1") -> None:
+        frame = {"Topic": topic, "Content": content, "Offset": offset, "Epoch": epoch}
+        self.connection.sendMessage(json.dumps(frame).encode())
+
+
+class StandInQueue:
+    """
+    A stand-in msgqueue listening on loopback TLS.
+    """
+
+    def __init__(self, testCase: TestCase, autoAck: bool = True) -> None:
+        self.autoAck = autoAck
+        self.pushed: list[dict] = []
+        self.pushers: list[StandInPush] = []
+        self.poppers: list[StandInPop] = []
+        self.factory = StageServerFactory(
+            {
+                "/pushmsg": lambda connection, request: StandInPush(connection, request, self),
+                "/popmsg": lambda connection, request: StandInPop(connection, request, self),
+            },
+            makeAuthenticator(None, reactor),
+            Limits().internal(),
+            reactor,
+        )
+        self.testCase = testCase
+        self.port: int | None = None
+
+    def listen(self, port: int = 0) -> int:
+        if port:
+            listening = reactor.listenSSL(port, self.factory, serverContext(), interface="127.0.0.1")
+            self.testCase.addCleanup(listening.stopListening)
+            self.port = port
+        else:
+            self.port = listenTLS(self.testCase, self.factory)
+        return self.port
+
+    def dropAll(self) -> None:
+        """
+        Cut every connection without a closing handshake, as a crash would.
+        """
+        for connection in list(self.factory.connections):
+            connection.transport.abortConnection()
+
+
+def startLink(
+    testCase: TestCase, port: int, path: str, owner, user: str = "hello", password: str = "test", retryPolicy=None
+) -> QueueLink:
+    """
+    A running L{QueueLink} from C{owner} to a msgqueue on C{port}, retrying quickly,
+    stopped when the test ends.
+    """
+    url = f"wss://localhost:{port}"
+    link = QueueLink(reactor, clientEndpoint(reactor, url, caPath()), url + path, user, password, owner, Limits(),
+                     retryPolicy=retryPolicy or (lambda attempt: 0.05))
+    link.startService()
+    testCase.addCleanup(link.stopService)
+    return link

@@ -1,0 +1,237 @@
+"""
+msgqueue over real loopback TLS: the Go project's per-service checks (starts, 401,
+400, roundtrip) and the queue semantics wsqueue adds (groups, acknowledgements,
+de-duplication, flow control, bad input).
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted.internet import reactor
+from twisted.trial.unittest import TestCase
+
+from wsqueue.auth import basicHeader, makeAuthenticator
+from wsqueue.broker import QueueBroker
+from wsqueue.link import HandshakeFailed
+from wsqueue.msgqueue import makeMsgQueueFactory
+from wsqueue.server import Limits
+from wsqueue.store.memory import MemoryStore
+
+from .helpers import Clients, listenTLS, nextFrame, nextJSON, noFrameWithin, rawRequest, upgradeRequest, waitFor
+
+
+def message(topic: str, content: str, requestId=None) -> bytes:
+    frame = {"Topic": topic, "Content": content}
+    if requestId is not None:
+        frame["Id"] = requestId
+    return json.dumps(frame).encode()
+
+
+class MsgQueueTests(TestCase):
+    timeout = 20
+
+    def setUp(self) -> None:
+        self.broker = QueueBroker(MemoryStore(), reactor, maxQueued=50, maxInFlight=3)
+        self.factory = makeMsgQueueFactory(self.broker, makeAuthenticator(None, reactor), Limits(maxMessageSize=2048), reactor)
+        self.port = listenTLS(self, self.factory)
+        self.clients = Clients(self)
+
+    async def test_pushThenPop(self) -> None:
+        """
+        A pushed message is acknowledged and handed to a popper with its offset and epoch.
+        """
+        pusher = await self.clients.connect(self.port, "/pushmsg")
+        pusher.sendMessage(message("news", "hello", 7))
+        self.assertEqual(await nextJSON(pusher), {"Ack": 7})
+        popper = await self.clients.connect(self.port, "/popmsg")
+        frame = await nextJSON(popper)
+        self.assertEqual(frame, {"Topic": "news", "Content": "hello", "Offset": 1, "Epoch": self.broker.store.epoch})
+
+    async def test_fifoOrder(self) -> None:
+        """
+        Messages come out in the order they went in, across frames and batches.
+        """
+        pusher = await self.clients.connect(self.port, "/pushmsg")
+        pusher.sendMessage(message("t", "0"))
+        pusher.sendMessage(json.dumps([{"Topic": "t", "Content": str(i)} for i in range(1, 5)]).encode())
+        pusher.sendMessage(message("t", "5", "last"))
+        self.assertEqual(await nextJSON(pusher), {"Ack": "last"})
+        popper = await self.clients.connect(self.port, "/popmsg")
+        received = [(await nextJSON(popper))["Content"] for _ in range(6)]
+        self.assertEqual(received, [str(i) for i in range(6)])
+
+    async def test_wrongCredentials(self) -> None:
+        """
+        Wrong or missing credentials get 401 with a Basic challenge, on every endpoint.
+        """
+        for path in ("/pushmsg", "/popmsg"):
+            for authorization in (None, basicHeader("fail", "test"), "Bearer x"):
+                response = await rawRequest(self.port, upgradeRequest(self.port, path, authorization))
+                self.assertTrue(response.startswith(b"HTTP/1.1 401"), response)
+                self.assertIn(b'WWW-Authenticate: Basic realm="wsqueue"', response)
+
+    async def test_wrongCredentialsClient(self) -> None:
+        """
+        A WebSocket client with wrong credentials sees a failed handshake with status 401.
+        """
+        e = await self.assertFailure(self.clients.connect(self.port, "/pushmsg", "hello", "wrong"), HandshakeFailed)
+        self.assertEqual(e.status, 401)
+
+    async def test_notWebSocket(self) -> None:
+        """
+        A plain HTTPS GET with good credentials gets 400.
+        """
+        response = await rawRequest(self.port, upgradeRequest(self.port, "/pushmsg", basicHeader("hello", "test"), upgrade=False))
+        self.assertTrue(response.startswith(b"HTTP/1.1 400"), response)
+
+    async def test_unknownPath(self) -> None:
+        """
+        An unknown endpoint gets 404 naming the endpoints that exist.
+        """
+        response = await rawRequest(self.port, upgradeRequest(self.port, "/nope", basicHeader("hello", "test")))
+        self.assertTrue(response.startswith(b"HTTP/1.1 404"), response)
+        self.assertIn(b"/popmsg", response)
+
+    async def test_badParameters(self) -> None:
+        """
+        A bad group name, ack mode or producer name is refused with 400.
+        """
+        for path in ("/popmsg?group=a%20b", "/popmsg?ack=sometimes", "/pushmsg?producer=x%20y"):
+            e = await self.assertFailure(self.clients.connect(self.port, path), HandshakeFailed)
+            self.assertEqual(e.status, 400, path)
+
+    async def test_badInputKeepsConnection(self) -> None:
+        """
+        Bad frames get an Error naming the problem and the connection stays usable.
+        """
+        pusher = await self.clients.connect(self.port, "/pushmsg")
+        cases = [
+            (b"not json", "frame is not valid JSON"),
+            (b"[]", "frame must be a message object or a non-empty array of them"),
+            (b"42", "frame must be a message object or a non-empty array of them"),
+            (b'{"Topic": "", "Content": "x", "Id": 3}', "Topic must not be empty"),
+            (b'{"Topic": "t", "Content": 5}', "Content must be a string"),
+        ]
+        for frame, reason in cases:
+            pusher.sendMessage(frame)
+            self.assertEqual((await nextJSON(pusher))["Error"], reason)
+        pusher.sendMessage(b"\x00\x01", isBinary=True)
+        self.assertIn("binary", (await nextJSON(pusher))["Error"])
+        pusher.sendMessage(message("t", "ok", 1))
+        self.assertEqual(await nextJSON(pusher), {"Ack": 1})
+
+    async def test_batchWithBadEntry(self) -> None:
+        """
+        In a batch, a bad message is refused by its Id and the others are stored.
+        """
+        pusher = await self.clients.connect(self.port, "/pushmsg")
+        pusher.sendMessage(json.dumps([{"Topic": "t", "Content": "a", "Id": 1}, {"Topic": "t", "Id": 2}, {"Topic": "t", "Content": "c", "Id": 3}]).encode())
+        self.assertEqual(await nextJSON(pusher), {"Error": "Content must be a string", "Id": 2})
+        self.assertEqual(await nextJSON(pusher), {"Ack": 3})
+        self.assertEqual(self.broker.store.retained, 2)
+
+    async def test_tooBig(self) -> None:
+        """
+        A message over the size limit closes the connection with 1009.
+        """
+        pusher = await self.clients.connect(self.port, "/pushmsg")
+        pusher.sendMessage(message("t", "x" * 10_000))
+        self.assertIsNone(await nextFrame(pusher))
+        code, _ = await pusher.closed
+        self.assertEqual(code, 1009)
+
+    async def test_groupsEachGetEverything(self) -> None:
+        """
+        Every consumer group receives every message.
+        """
+        a = await self.clients.connect(self.port, "/popmsg?group=a")
+        b = await self.clients.connect(self.port, "/popmsg?group=b")
+        pusher = await self.clients.connect(self.port, "/pushmsg")
+        for i in range(5):
+            pusher.sendMessage(message("t", str(i)))
+        for popper in (a, b):
+            self.assertEqual([(await nextJSON(popper))["Content"] for _ in range(5)], [str(i) for i in range(5)])
+
+    async def test_groupMembersShare(self) -> None:
+        """
+        Consumers of one group share the messages: each goes to exactly one of them.
+        """
+        a = await self.clients.connect(self.port, "/popmsg?group=g")
+        b = await self.clients.connect(self.port, "/popmsg?group=g")
+        await waitFor(lambda: len(self.broker._byConsumer) == 2, what="both consumers registered")
+        pusher = await self.clients.connect(self.port, "/pushmsg")
+        for i in range(20):
+            pusher.sendMessage(message("t", str(i), i))
+            await nextJSON(pusher)
+        await waitFor(lambda: len(a.frames.pending) + len(b.frames.pending) == 20, what="20 deliveries")
+        contents = [json.loads(f)["Content"] for f in a.frames.pending + b.frames.pending]
+        self.assertEqual(sorted(contents, key=int), [str(i) for i in range(20)])
+        self.assertTrue(a.frames.pending and b.frames.pending)
+
+    async def test_explicitAckWindowAndRedelivery(self) -> None:
+        """
+        An ack=explicit consumer holds at most --max-in-flight messages; what it did not
+        acknowledge goes to the next consumer of its group when it leaves.
+        """
+        pusher = await self.clients.connect(self.port, "/pushmsg")
+        for i in range(5):
+            pusher.sendMessage(message("t", str(i), i))
+            await nextJSON(pusher)
+        first = await self.clients.connect(self.port, "/popmsg?group=g&ack=explicit")
+        got = [await nextJSON(first) for _ in range(3)]
+        await noFrameWithin(first, 0.2)
+        first.sendMessage(json.dumps({"Ack": got[0]["Offset"]}).encode())
+        fourth = await nextJSON(first)
+        self.assertEqual(fourth["Content"], "3")
+        first.sendClose(1000)
+        await first.closed
+        second = await self.clients.connect(self.port, "/popmsg?group=g&ack=explicit")
+        again = [(await nextJSON(second))["Content"] for _ in range(3)]
+        self.assertEqual(again, ["1", "2", "3"])
+
+    async def test_ackModes(self) -> None:
+        """
+        Acks must be {"Ack": offset}; an ack=none consumer is told acks are not needed.
+        """
+        explicit = await self.clients.connect(self.port, "/popmsg?group=x&ack=explicit")
+        explicit.sendMessage(b'{"Ack": "one"}')
+        self.assertEqual(await nextJSON(explicit), {"Error": 'expected {"Ack": offset}'})
+        plain = await self.clients.connect(self.port, "/popmsg?group=y")
+        plain.sendMessage(b'{"Ack": 1}')
+        self.assertIn("ack=none", (await nextJSON(plain))["Error"])
+
+    async def test_producerDuplicatesSkipped(self) -> None:
+        """
+        A named producer's resend of messages msgqueue already has is acknowledged but
+        not stored twice.
+        """
+        pusher = await self.clients.connect(self.port, "/pushmsg?producer=p1")
+        batch = json.dumps([{"Topic": "t", "Content": str(i), "Id": i} for i in (1, 2, 3)]).encode()
+        pusher.sendMessage(batch)
+        self.assertEqual(await nextJSON(pusher), {"Ack": 3})
+        pusher.sendClose(1000)
+        await pusher.closed
+        again = await self.clients.connect(self.port, "/pushmsg?producer=p1")
+        again.sendMessage(batch)
+        self.assertEqual(await nextJSON(again), {"Ack": 3})
+        again.sendMessage(json.dumps([{"Topic": "t", "Content": "4", "Id": 4}]).encode())
+        self.assertEqual(await nextJSON(again), {"Ack": 4})
+        self.assertEqual(self.broker.store.retained, 4)
+        again.sendMessage(message("t", "x", "not-a-number"))
+        self.assertIn("integer", (await nextJSON(again))["Error"])
+
+    async def test_fullQueuePausesPusher(self) -> None:
+        """
+        At --max-queued msgqueue stops reading from pushers (nothing is dropped) and
+        resumes once consumers make room.
+        """
+        pusher = await self.clients.connect(self.port, "/pushmsg")
+        pusher.sendMessage(json.dumps([{"Topic": "t", "Content": str(i)} for i in range(50)] + [{"Topic": "t", "Content": "49", "Id": "full"}]).encode())
+        self.assertEqual(await nextJSON(pusher), {"Ack": "full"})
+        pusher.sendMessage(message("t", "late", "late"))
+        await noFrameWithin(pusher, 0.3)
+        popper = await self.clients.connect(self.port, "/popmsg")
+        self.assertEqual(await nextJSON(pusher), {"Ack": "late"})
+        contents = [(await nextJSON(popper))["Content"] for _ in range(52)]
+        self.assertEqual(contents[-1], "late")

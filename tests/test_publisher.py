@@ -1,0 +1,270 @@
+"""
+The publisher with a stand-in msgqueue over loopback TLS, and its forwarder's buffering
+and flow control in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+from twisted.internet import reactor
+from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, globalLogPublisher
+from twisted.trial.unittest import TestCase
+
+from wsqueue import wire
+from wsqueue.auth import basicHeader, makeAuthenticator
+from wsqueue.publisher import Forwarder, makePublisherFactory
+from wsqueue.server import Limits
+
+from .helpers import Clients, listenTLS, nextJSON, noFrameWithin, rawRequest, upgradeRequest, waitFor
+from .standins import StandInQueue, startLink
+
+
+def freePort() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PublisherTests(TestCase):
+    timeout = 20
+
+    def setUp(self) -> None:
+        self.queue = StandInQueue(self)
+        self.forwarder = Forwarder(reactor, maxBuffered=100)
+        self.factory = makePublisherFactory(self.forwarder, makeAuthenticator(None, reactor), Limits(maxMessageSize=1024), reactor)
+        self.port = listenTLS(self, self.factory)
+        self.clients = Clients(self)
+
+    def link(self, queuePort: int, password: str = "test", retryPolicy=None):
+        path = f"/pushmsg?producer={self.forwarder.producerName}"
+        return startLink(self, queuePort, path, self.forwarder, password=password, retryPolicy=retryPolicy)
+
+    async def test_roundtrip(self) -> None:
+        """
+        A published message reaches msgqueue with a sequence number, and the client's Id
+        is acknowledged once msgqueue acknowledges it.
+        """
+        self.link(self.queue.listen())
+        client = await self.clients.connect(self.port, "/publish")
+        client.sendMessage(b'{"Topic": "news", "Content": "hi", "Id": "a1"}')
+        self.assertEqual(await nextJSON(client), {"Ack": "a1"})
+        self.assertEqual(self.queue.pushed, [{"Id": 1, "Topic": "news", "Content": "hi"}])
+        self.assertEqual(self.queue.pushers[0].request.params["producer"], [self.forwarder.producerName])
+
+    async def test_noIdNoAck(self) -> None:
+        """
+        A Go-style message without an Id is forwarded and gets no reply.
+        """
+        self.link(self.queue.listen())
+        client = await self.clients.connect(self.port, "/publish")
+        client.sendMessage(b'{"Topic": "news", "Content": "hi"}')
+        await waitFor(lambda: self.queue.pushed, what="the message at msgqueue")
+        await noFrameWithin(client, 0.1)
+
+    async def test_badInput(self) -> None:
+        """
+        Bad frames get an Error and the connection stays open; nothing is forwarded.
+        """
+        self.link(self.queue.listen())
+        client = await self.clients.connect(self.port, "/publish")
+        client.sendMessage(b"nonsense")
+        self.assertEqual(await nextJSON(client), {"Error": "frame is not valid JSON"})
+        client.sendMessage(b'{"Topic": "a b", "Content": "x", "Id": 9}')
+        self.assertEqual((await nextJSON(client))["Id"], 9)
+        client.sendMessage(b'{"Topic": "ok", "Content": "x", "Id": 10}')
+        self.assertEqual(await nextJSON(client), {"Ack": 10})
+        self.assertEqual([m["Topic"] for m in self.queue.pushed], ["ok"])
+
+    async def test_tooBig(self) -> None:
+        """
+        A message over --max-message-size closes the connection with 1009.
+        """
+        client = await self.clients.connect(self.port, "/publish")
+        client.sendMessage(json.dumps({"Topic": "t", "Content": "x" * 2000}).encode())
+        code, _ = await client.closed
+        self.assertEqual(code, 1009)
+
+    async def test_credentialsAndUpgrade(self) -> None:
+        """
+        /publish refuses wrong credentials with 401 and a plain GET with 400.
+        """
+        response = await rawRequest(self.port, upgradeRequest(self.port, "/publish", basicHeader("fail", "test")))
+        self.assertTrue(response.startswith(b"HTTP/1.1 401"), response)
+        response = await rawRequest(self.port, upgradeRequest(self.port, "/publish", basicHeader("hello", "test"), upgrade=False))
+        self.assertTrue(response.startswith(b"HTTP/1.1 400"), response)
+
+    async def test_heldWhileQueueAway(self) -> None:
+        """
+        Messages published while msgqueue is away are held and delivered, in order, once
+        it is reachable; only then are they acknowledged.
+        """
+        queuePort = freePort()
+        self.link(queuePort)
+        client = await self.clients.connect(self.port, "/publish")
+        for i in range(3):
+            client.sendMessage(json.dumps({"Topic": "t", "Content": str(i), "Id": i}).encode())
+        await waitFor(lambda: self.forwarder.held == 3, what="3 held messages")
+        await noFrameWithin(client, 0.1)
+        self.queue.listen(queuePort)
+        self.assertEqual([await nextJSON(client) for _ in range(3)], [{"Ack": 0}, {"Ack": 1}, {"Ack": 2}])
+        self.assertEqual([m["Content"] for m in self.queue.pushed], ["0", "1", "2"])
+
+    async def test_resendAfterReconnect(self) -> None:
+        """
+        What msgqueue did not acknowledge before the link broke is sent again, with the
+        same sequence numbers, and acknowledged to the client once.
+        """
+        self.queue.autoAck = False
+        link = self.link(self.queue.listen())
+        client = await self.clients.connect(self.port, "/publish")
+        client.sendMessage(b'{"Topic": "t", "Content": "x", "Id": "only"}')
+        await waitFor(lambda: self.queue.pushed, what="first send")
+        first = link.protocol
+        self.queue.dropAll()
+        await waitFor(lambda: link.protocol is not None and link.protocol is not first, what="reconnect")
+        await waitFor(lambda: len(self.queue.pushed) == 2, what="the resend")
+        self.assertEqual(self.queue.pushed[0], self.queue.pushed[1])
+        self.queue.pushers[-1].ack(self.queue.pushed[1]["Id"])
+        self.assertEqual(await nextJSON(client), {"Ack": "only"})
+        await noFrameWithin(client, 0.1)
+
+    async def test_queueRefusesMessage(self) -> None:
+        """
+        An Error from msgqueue for a message reaches its client with the client's Id.
+        """
+        self.queue.autoAck = False
+        self.link(self.queue.listen())
+        client = await self.clients.connect(self.port, "/publish")
+        client.sendMessage(b'{"Topic": "t", "Content": "x", "Id": "c1"}')
+        await waitFor(lambda: self.queue.pushed, what="the message at msgqueue")
+        self.queue.pushers[0].connection.sendMessage(json.dumps({"Error": "disk full", "Id": self.queue.pushed[0]["Id"]}).encode())
+        self.assertEqual(await nextJSON(client), {"Error": "disk full", "Id": "c1"})
+        self.assertEqual(self.forwarder.held, 0)
+
+    async def test_wrongQueueCredentials(self) -> None:
+        """
+        A 401 from msgqueue is logged as critical, naming the options to fix, and
+        retried with backoff rather than at full speed.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        attempts = []
+        link = self.link(self.queue.listen(), password="wrong", retryPolicy=lambda attempt: attempts.append(attempt) or 0.01)
+        await waitFor(lambda: len(attempts) >= 3, what="three refused handshakes")
+        # ClientService alone would say attempt 1 each time, since TCP connected.
+        self.assertEqual(attempts[:3], [2, 3, 4])
+        critical = [e for e in events if e["log_level"] == LogLevel.critical]
+        self.assertTrue(critical)
+        self.assertIn("--queue-password", critical[0]["log_format"])
+        self.assertIsNone(link.protocol)
+
+
+class FakeClient:
+    """
+    Stands in for a publishing connection: records acks, errors and pauses.
+    """
+
+    def __init__(self) -> None:
+        self.acks: list = []
+        self.errors: list = []
+        self.paused = False
+
+    def acknowledge(self, clientId) -> None:
+        self.acks.append(clientId)
+
+    def refuse(self, error) -> None:
+        self.errors.append(error)
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
+
+class FakeLink:
+    isOpen = True
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send(self, payload: bytes) -> bool:
+        self.sent.append(payload)
+        return True
+
+
+class ForwarderTests(TestCase):
+    """
+    The forwarder's bounds and batching, in memory.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.forwarder = Forwarder(self.clock, maxBuffered=10)
+        self.client = FakeClient()
+        self.forwarder.addClient(self.client)
+
+    def submit(self, count: int, start: int = 0) -> list:
+        return [self.forwarder.submit(wire.Message("t", str(i), i, True), self.client) for i in range(start, start + count)]
+
+    def test_pausesAtBoundAndResumes(self) -> None:
+        """
+        Clients are paused when --max-buffered messages are held and resumed once acks
+        bring it under half.
+        """
+        self.submit(9)
+        self.assertFalse(self.client.paused)
+        self.submit(1, 9)
+        self.assertTrue(self.client.paused)
+        late = FakeClient()
+        self.forwarder.addClient(late)
+        self.assertTrue(late.paused)
+        link = FakeLink()
+        self.forwarder.linkOpened(link)
+        self.clock.advance(0)
+        self.forwarder.linkReceived(link, b'{"Ack": 6}', False)
+        self.assertFalse(self.client.paused)
+        self.assertEqual(self.client.acks, list(range(6)))
+
+    def test_refusesPastHardLimit(self) -> None:
+        """
+        Past the overshoot a message is refused with an Error carrying its Id, never
+        dropped silently.
+        """
+        results = self.submit(self.forwarder.hardLimit + 1)
+        self.assertEqual(results[:-1], [None] * self.forwarder.hardLimit)
+        self.assertIn("buffer is full", results[-1].reason)
+        self.assertEqual(results[-1].id, self.forwarder.hardLimit)
+
+    def test_refusesWhileStopping(self) -> None:
+        """
+        A publisher that is shutting down refuses new messages with an Error.
+        """
+        self.forwarder.stopping = True
+        self.assertIn("shutting down", self.submit(1)[0].reason)
+
+    def test_batches(self) -> None:
+        """
+        Messages submitted in one reactor turn go to msgqueue as one array frame.
+        """
+        link = FakeLink()
+        self.forwarder.linkOpened(link)
+        self.submit(5)
+        self.assertEqual(link.sent, [])
+        self.clock.advance(0)
+        self.assertEqual(len(link.sent), 1)
+        self.assertEqual([m["Id"] for m in json.loads(link.sent[0])], [1, 2, 3, 4, 5])
+
+    def test_unexpectedFrames(self) -> None:
+        """
+        Frames from msgqueue that are neither Ack nor Error are logged, not fatal.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        link = FakeLink()
+        self.forwarder.linkOpened(link)
+        self.forwarder.linkReceived(link, b"garbage", False)
+        self.forwarder.linkReceived(link, b'{"Error": "general"}', False)
+        self.assertEqual([e["log_level"] for e in events], [LogLevel.error, LogLevel.error])

@@ -1,0 +1,108 @@
+"""
+What every server shares (L{wsqueue.server}) and the link's shutdown: errors stay
+inside the connection, and stopping closes WebSockets with 1001.
+"""
+
+from __future__ import annotations
+
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet import reactor
+from twisted.trial.unittest import TestCase
+
+from wsqueue.auth import basicHeader, makeAuthenticator
+from wsqueue.link import HandshakeFailed
+from wsqueue.server import ConnectionCloser, EndpointHandler, Limits, StageServerFactory
+
+from .helpers import Clients, listenTLS, nextJSON, rawRequest, upgradeRequest, waitFor
+from .standins import StandInQueue, startLink
+
+
+class Broken(EndpointHandler):
+    def received(self, payload: bytes, isBinary: bool) -> None:
+        raise ZeroDivisionError("a bug")
+
+
+class Refusing(EndpointHandler):
+    def __init__(self, connection, request) -> None:
+        raise ConnectionDeny(403, "not you")
+
+
+def crashing(connection, request):
+    raise RuntimeError("route bug")
+
+
+class ServerTests(TestCase):
+    timeout = 20
+
+    def setUp(self) -> None:
+        routes = {"/echo": EndpointHandler, "/broken": Broken, "/refusing": Refusing, "/crashing": crashing}
+        self.factory = StageServerFactory(routes, makeAuthenticator(None, reactor), Limits(), reactor)
+        self.port = listenTLS(self, self.factory)
+        self.clients = Clients(self)
+
+    async def test_stopClosesWithGoingAway(self) -> None:
+        """
+        Stopping the daemon closes every WebSocket with 1001 and waits for the close.
+        """
+        first = await self.clients.connect(self.port, "/echo")
+        second = await self.clients.connect(self.port, "/echo")
+        await ConnectionCloser(self.factory).stopService()
+        for client in (first, second):
+            code, _ = await client.closed
+            self.assertEqual(code, 1001)
+        self.assertEqual(self.factory.connections, set())
+
+    async def test_handlerBugBecomesErrorFrame(self) -> None:
+        """
+        An exception in a handler is logged and the client gets {"Error": "internal
+        error"}, not a traceback; the connection stays open.
+        """
+        client = await self.clients.connect(self.port, "/broken")
+        client.sendMessage(b"x")
+        self.assertEqual(await nextJSON(client), {"Error": "internal error"})
+        client.sendMessage(b"y")
+        self.assertEqual(await nextJSON(client), {"Error": "internal error"})
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2)
+
+    async def test_handlerMayDeny(self) -> None:
+        """
+        A handler refusing a request in its constructor answers with its own status.
+        """
+        e = await self.assertFailure(self.clients.connect(self.port, "/refusing"), HandshakeFailed)
+        self.assertEqual(e.status, 403)
+
+    async def test_routeBugIs500(self) -> None:
+        """
+        An unexpected error while accepting a connection is a 500 without details.
+        """
+        response = await rawRequest(self.port, upgradeRequest(self.port, "/crashing", basicHeader("hello", "test")))
+        self.assertTrue(response.startswith(b"HTTP/1.1 500 internal error"), response)
+        self.assertNotIn(b"route bug", response)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class LinkShutdownTests(TestCase):
+    timeout = 20
+
+    async def test_stopClosesLinkWithGoingAway(self) -> None:
+        """
+        Stopping a stage closes its link to msgqueue with 1001.
+        """
+        queue = StandInQueue(self)
+        link = startLink(self, queue.listen(), "/popmsg", _Owner())
+        await waitFor(lambda: queue.poppers, what="the link")
+        connection = queue.poppers[0].connection
+        await link.stopService()
+        await waitFor(lambda: connection.remoteCloseCode is not None, what="the close frame")
+        self.assertEqual(connection.remoteCloseCode, 1001)
+
+
+class _Owner:
+    def linkOpened(self, link) -> None:
+        pass
+
+    def linkReceived(self, link, payload, isBinary) -> None:
+        pass
+
+    def linkClosed(self, link) -> None:
+        pass

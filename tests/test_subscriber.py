@@ -1,0 +1,192 @@
+"""
+The subscriber with a stand-in msgqueue over loopback TLS: subscriptions, fan-out,
+redeliveries, epochs and acknowledgements.
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, globalLogPublisher
+from twisted.trial.unittest import TestCase
+
+from wsqueue import subscriber as subscriberModule
+from wsqueue.auth import basicHeader, makeAuthenticator
+from wsqueue.server import Limits
+from wsqueue.subscriber import QueueReader, TopicRegistry, makeSubscriberFactory
+
+from .helpers import Clients, listenTLS, nextJSON, noFrameWithin, rawRequest, upgradeRequest, waitFor
+from .standins import StandInQueue, startLink
+
+
+class SubscriberTests(TestCase):
+    timeout = 20
+
+    async def asyncSetUp(self) -> None:
+        self.queue = StandInQueue(self)
+        self.registry = TopicRegistry()
+        self.reader = QueueReader(self.registry, reactor)
+        self.factory = makeSubscriberFactory(self.reader, makeAuthenticator(None, reactor), Limits(maxMessageSize=1024), reactor)
+        self.port = listenTLS(self, self.factory)
+        self.clients = Clients(self)
+        self.link = startLink(self, self.queue.listen(), "/popmsg?group=g&ack=explicit", self.reader)
+        await waitFor(lambda: self.queue.poppers, what="the subscriber's link")
+        self.popper = self.queue.poppers[0]
+
+    def setUp(self) -> Deferred:
+        return Deferred.fromCoroutine(self.asyncSetUp())
+
+    async def subscribed(self, *topics: str):
+        client = await self.clients.connect(self.port, "/subscribe")
+        for number, topic in enumerate(topics):
+            client.sendMessage(json.dumps({"Topic": topic, "Content": "sub", "Id": number}).encode())
+            self.assertEqual(await nextJSON(client), {"Ack": number})
+        return client
+
+    async def test_roundtrip(self) -> None:
+        """
+        sub, receive, unsub, receive nothing: the Go project's roundtrip.
+        """
+        client = await self.subscribed("news")
+        self.popper.deliver("news", "hello", 1)
+        self.assertEqual(await nextJSON(client), {"Topic": "news", "Content": "hello", "Offset": 1, "Epoch": "e1"})
+        client.sendMessage(b'{"Topic": "news", "Content": "unsub", "Id": "u"}')
+        self.assertEqual(await nextJSON(client), {"Ack": "u"})
+        self.popper.deliver("news", "again", 2)
+        await waitFor(lambda: 2 in self.popper.acks, what="ack of offset 2")
+        await noFrameWithin(client, 0.1)
+
+    async def test_plainTextCommands(self) -> None:
+        """
+        "sub TOPIC" and "unsub TOPIC" typed into any client work too.
+        """
+        client = await self.clients.connect(self.port, "/subscribe")
+        client.sendMessage(b"sub news")
+        await waitFor(lambda: self.registry.subscribers("news"), what="subscription")
+        self.popper.deliver("news", "hi", 1)
+        self.assertEqual((await nextJSON(client))["Content"], "hi")
+        client.sendMessage(b"unsub news")
+        await waitFor(lambda: not self.registry.subscribers("news"), what="unsubscription")
+
+    async def test_fanOutOnlyToTopic(self) -> None:
+        """
+        Each message goes to every client subscribed to its topic, and to no other.
+        """
+        a = await self.subscribed("x")
+        b = await self.subscribed("x", "y")
+        c = await self.subscribed("y")
+        self.popper.deliver("x", "for x", 1)
+        self.assertEqual((await nextJSON(a))["Content"], "for x")
+        self.assertEqual((await nextJSON(b))["Content"], "for x")
+        self.popper.deliver("y", "for y", 2)
+        self.assertEqual((await nextJSON(b))["Content"], "for y")
+        self.assertEqual((await nextJSON(c))["Content"], "for y")
+        await noFrameWithin(a, 0.1)
+
+    async def test_subscribedTwiceReceivesOnce(self) -> None:
+        """
+        A client subscribed twice to a topic gets each message once.
+        """
+        client = await self.subscribed("x", "x")
+        self.popper.deliver("x", "once", 1)
+        self.assertEqual((await nextJSON(client))["Content"], "once")
+        await noFrameWithin(client, 0.1)
+
+    async def test_disconnectedClientForgotten(self) -> None:
+        """
+        A client that disconnects is removed from every topic.
+        """
+        client = await self.subscribed("x", "y")
+        self.assertEqual(self.registry.topics, 2)
+        client.sendClose(1000)
+        await client.closed
+        await waitFor(lambda: self.registry.topics == 0, what="the registry to forget the client")
+
+    async def test_redeliveryDropped(self) -> None:
+        """
+        An offset the subscriber already handled (msgqueue redelivers after a
+        reconnect) is acknowledged but not sent to clients again.
+        """
+        client = await self.subscribed("x")
+        self.popper.deliver("x", "first", 1)
+        self.assertEqual((await nextJSON(client))["Offset"], 1)
+        self.popper.deliver("x", "first", 1)
+        self.popper.deliver("x", "second", 2)
+        self.assertEqual((await nextJSON(client))["Offset"], 2)
+
+    async def test_newEpochStartsOver(self) -> None:
+        """
+        After msgqueue's store changes epoch, low offsets are new messages, not repeats.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        client = await self.subscribed("x")
+        self.popper.deliver("x", "old", 5, epoch="e1")
+        self.assertEqual((await nextJSON(client))["Content"], "old")
+        self.popper.deliver("x", "new", 1, epoch="e2")
+        self.assertEqual((await nextJSON(client))["Content"], "new")
+        self.assertTrue([e for e in events if "new epoch" in e.get("log_format", "")])
+
+    async def test_acksLastReceived(self) -> None:
+        """
+        The subscriber acknowledges the last offset it handled, once per burst.
+        """
+        for offset in range(1, 6):
+            self.popper.deliver("nobody", "x", offset)
+        await waitFor(lambda: self.popper.acks and self.popper.acks[-1] == 5, what="ack of offset 5")
+        self.assertLess(len(self.popper.acks), 5)
+
+    async def test_badInput(self) -> None:
+        """
+        Bad requests get an Error with the reason; the connection stays open.
+        """
+        client = await self.clients.connect(self.port, "/subscribe")
+        client.sendMessage(b"subscribe news")
+        self.assertIn("unknown command", (await nextJSON(client))["Error"])
+        client.sendMessage(b'{"Topic": "news", "Content": "publish", "Id": 4}')
+        self.assertEqual(await nextJSON(client), {"Error": 'Content must be "sub" or "unsub"', "Id": 4})
+        client.sendMessage(b'{"Topic": "", "Content": "sub"}')
+        self.assertEqual(await nextJSON(client), {"Error": "Topic must not be empty"})
+        client.sendMessage(b'{"Topic": "ok", "Content": "sub", "Id": 5}')
+        self.assertEqual(await nextJSON(client), {"Ack": 5})
+
+    async def test_subscriptionLimit(self) -> None:
+        """
+        A connection cannot hold more than the subscription limit (bounded memory).
+        """
+        self.patch(subscriberModule, "MAX_SUBSCRIPTIONS_PER_CLIENT", 2)
+        client = await self.subscribed("a", "b")
+        client.sendMessage(b'{"Topic": "c", "Content": "sub", "Id": 9}')
+        reply = await nextJSON(client)
+        self.assertEqual(reply["Id"], 9)
+        self.assertIn("at most 2", reply["Error"])
+
+    async def test_credentialsAndUpgrade(self) -> None:
+        """
+        /subscribe refuses wrong credentials with 401 and a plain GET with 400.
+        """
+        response = await rawRequest(self.port, upgradeRequest(self.port, "/subscribe", basicHeader("hello", "nope")))
+        self.assertTrue(response.startswith(b"HTTP/1.1 401"), response)
+        response = await rawRequest(self.port, upgradeRequest(self.port, "/subscribe", basicHeader("hello", "test"), upgrade=False))
+        self.assertTrue(response.startswith(b"HTTP/1.1 400"), response)
+
+    async def test_unexpectedQueueFrame(self) -> None:
+        """
+        A malformed frame from msgqueue is logged and skipped.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.popper.connection.sendMessage(b"{}")
+        await waitFor(lambda: [e for e in events if e["log_level"] == LogLevel.error], what="an error line")
+
+    async def test_linkReconnects(self) -> None:
+        """
+        When msgqueue drops the link, the subscriber reconnects by itself and clients
+        keep receiving.
+        """
+        client = await self.subscribed("x")
+        self.queue.dropAll()
+        await waitFor(lambda: len(self.queue.poppers) == 2, what="the new link")
+        self.queue.poppers[1].deliver("x", "after", 7)
+        self.assertEqual((await nextJSON(client))["Content"], "after")
