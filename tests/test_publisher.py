@@ -145,6 +145,22 @@ class PublisherTests(TestCase):
         self.assertEqual(await nextJSON(client), {"Error": "disk full", "Id": "c1"})
         self.assertEqual(self.forwarder.held, 0)
 
+    async def test_unreachableQueue(self) -> None:
+        """
+        Dialing an address where nothing listens fails cleanly: a warning naming the
+        address, retries, and clients are still served.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        queuePort = freePort()
+        link = self.link(queuePort)
+        await waitFor(lambda: [e for e in events if "cannot reach msgqueue" in e.get("log_format", "")], what="the warning")
+        warning = [e for e in events if "cannot reach msgqueue" in e.get("log_format", "")][0]
+        self.assertIn(str(queuePort), warning["url"])
+        self.assertIsNone(link.protocol)
+        client = await self.clients.connect(self.port, "/publish")
+        client.sendMessage(b'{"Topic": "t", "Content": "held"}')
+        await waitFor(lambda: self.forwarder.held == 1, what="the message to be held")
+
     async def test_wrongQueueCredentials(self) -> None:
         """
         A 401 from msgqueue is logged as critical, naming the options to fix, and
