@@ -90,7 +90,7 @@ class LinkShutdownTests(TestCase):
         """
         queue = StandInQueue(self)
         link = startLink(self, queue.listen(), "/popmsg", _Owner())
-        await waitFor(lambda: queue.poppers, what="the link")
+        await waitFor(lambda: queue.poppers and link.protocol, what="the link open on both ends")
         connection = queue.poppers[0].connection
         await link.stopService()
         await waitFor(lambda: connection.remoteCloseCode is not None, what="the close frame")

@@ -78,7 +78,8 @@ def verifyPassword(password: str, stored: str) -> bool:
             p=int(p),
             dklen=len(expected),
         )
-    except (ValueError, binascii.Error):
+    except (ValueError, TypeError, binascii.Error):
+        # TypeError: hashlib.scrypt's answer to a negative or oversized n, r or p.
         return False
     return hmac.compare_digest(actual, expected)
 

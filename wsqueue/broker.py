@@ -90,6 +90,7 @@ class QueueBroker:
         self._producerSeqs: OrderedDict[str, int] = OrderedDict()
         self._dispatchCall = None
         self._dispatching = False
+        self._dispatchAgain = False
 
     # -- pushing ---------------------------------------------------------------
 
@@ -237,8 +238,9 @@ class QueueBroker:
     def _startDispatch(self) -> None:
         self._dispatchCall = None
         if self._dispatching:
-            # A dispatch is waiting on the store: run again after it.
-            self._scheduleDispatch()
+            # A dispatch is waiting on the store: run again after it (rescheduling
+            # now would spin on callLater(0) until the store answers).
+            self._dispatchAgain = True
             return
         self._dispatching = True
         d = ensureDeferred(self._dispatch())
@@ -247,6 +249,9 @@ class QueueBroker:
 
     def _dispatchDone(self, _: object) -> None:
         self._dispatching = False
+        if self._dispatchAgain:
+            self._dispatchAgain = False
+            self._scheduleDispatch()
 
     async def _dispatch(self) -> None:
         for group in list(self._consumers):

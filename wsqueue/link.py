@@ -14,7 +14,6 @@ connection's later loss has no transition in L{ClientService}'s state machine.)
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.application.internet import ClientService, backoffPolicy
@@ -57,17 +56,30 @@ class HandshakeFailed(Exception):
         return f"handshake failed ({self.reason})"
 
 
-class LinkOwner(Protocol):
+class LinkOwner:
     """
     The stage logic on the other end of a link (the publisher's forwarder, the
-    subscriber's reader).
+    subscriber's reader).  It knows the open link, if any, in C{_link}.
     """
 
-    def linkOpened(self, link: LinkProtocol) -> None: ...
+    log = Logger()
+    _link: LinkProtocol | None = None
 
-    def linkReceived(self, link: LinkProtocol, payload: bytes, isBinary: bool) -> None: ...
+    def linkOpened(self, link: LinkProtocol) -> None:
+        self._link = link
 
-    def linkClosed(self, link: LinkProtocol) -> None: ...
+    def linkReceived(self, link: LinkProtocol, payload: bytes, isBinary: bool) -> None:
+        raise NotImplementedError
+
+    def linkClosed(self, link: LinkProtocol) -> None:
+        if self._link is link:
+            self._link = None
+
+    def unexpectedFrame(self, payload: bytes) -> None:
+        """
+        Log a frame from msgqueue this stage cannot read (never fatal).
+        """
+        self.log.error("unexpected frame from msgqueue: {frame!r}", frame=payload[:200])
 
 
 class LinkProtocol(WebSocketClientProtocol):

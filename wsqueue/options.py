@@ -107,6 +107,16 @@ class LinkOptions(usage.Options):
             self["queue-password"] = os.environ.get("WSQUEUE_QUEUE_PASSWORD", DEMO_PASSWORD)
 
 
+class LinkedServerOptions(ServerOptions, LinkOptions):
+    """
+    Options of a stage that listens and links to msgqueue.
+    """
+
+    def postOptions(self) -> None:
+        ServerOptions.postOptions(self)
+        LinkOptions.postOptions(self)
+
+
 def defaultGroup(port: int) -> str:
     """
     A subscriber's consumer group when none is given: stable across restarts of the

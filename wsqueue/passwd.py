@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO = sys.stdin) -> int:
         try:
             password = readPassword(stdin)
         except (ValueError, EOFError, KeyboardInterrupt) as e:
-            print(f"wsqueue-passwd: {e or 'cancelled'}", file=sys.stderr)
+            print(f"wsqueue-passwd: {str(e) or 'cancelled'}", file=sys.stderr)
             return 1
         if not password:
             print("wsqueue-passwd: the password must not be empty", file=sys.stderr)

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 
 from wsqueue import wire
 from wsqueue.auth import BasicAuthenticator
-from wsqueue.link import LinkProtocol
+from wsqueue.link import LinkOwner, LinkProtocol
 from wsqueue.server import EndpointHandler, Limits, StageServerFactory, StageServerProtocol
 
 BATCH_MESSAGES = 1000
@@ -43,7 +43,7 @@ class _Held:
         self.hasId = hasId
 
 
-class Forwarder:
+class Forwarder(LinkOwner):
     """
     Carries published messages to msgqueue in order, in batches, until acknowledged.
 
@@ -61,7 +61,6 @@ class Forwarder:
         self._seq = 0
         self._unsent: deque[_Held] = deque()
         self._inFlight: deque[_Held] = deque()
-        self._link: LinkProtocol | None = None
         self._clients: set[PublishHandler] = set()
         self._paused = False
         self._flushCall = None
@@ -127,16 +126,12 @@ class Forwarder:
             self._link.send(b"[" + b",".join(batch) + b"]")
 
     def linkOpened(self, link: LinkProtocol) -> None:
-        self._link = link
+        super().linkOpened(link)
         if self._inFlight:
             self.log.info("resending {count} unacknowledged message(s) to msgqueue", count=len(self._inFlight))
             self._inFlight.extend(self._unsent)
             self._unsent, self._inFlight = self._inFlight, deque()
         self._scheduleFlush()
-
-    def linkClosed(self, link: LinkProtocol) -> None:
-        if self._link is link:
-            self._link = None
 
     def linkReceived(self, link: LinkProtocol, payload: bytes, isBinary: bool) -> None:
         try:
@@ -148,7 +143,7 @@ class Forwarder:
         elif isinstance(reply, dict) and "Error" in reply:
             self._refused(str(reply["Error"]), reply.get("Id"))
         else:
-            self.log.error("unexpected frame from msgqueue: {frame!r}", frame=payload[:200])
+            self.unexpectedFrame(payload)
 
     def _acked(self, upTo: int) -> None:
         while self._inFlight and self._inFlight[0].seq <= upTo:

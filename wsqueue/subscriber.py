@@ -20,7 +20,7 @@ from twisted.logger import Logger
 
 from wsqueue import wire
 from wsqueue.auth import BasicAuthenticator
-from wsqueue.link import LinkProtocol
+from wsqueue.link import LinkOwner, LinkProtocol
 from wsqueue.server import EndpointHandler, Limits, StageServerFactory, StageServerProtocol
 
 MAX_SUBSCRIPTIONS_PER_CLIENT = 10_000
@@ -55,7 +55,7 @@ class TopicRegistry:
         return len(self._byTopic)
 
 
-class QueueReader:
+class QueueReader(LinkOwner):
     """
     Reads msgqueue (the link's owner) and delivers each message to its topic's clients.
     """
@@ -69,24 +69,19 @@ class QueueReader:
         self.epoch: str | None = None
         self._recent: set[int] = set()
         self._recentOrder: deque[int] = deque()
-        self._link: LinkProtocol | None = None
         self._ackCall = None
         self._toAck: int | None = None
 
     def linkOpened(self, link: LinkProtocol) -> None:
-        self._link = link
+        super().linkOpened(link)
         self._toAck = None
-
-    def linkClosed(self, link: LinkProtocol) -> None:
-        if self._link is link:
-            self._link = None
 
     def linkReceived(self, link: LinkProtocol, payload: bytes, isBinary: bool) -> None:
         try:
             frame = json.loads(payload)
             topic, offset, epoch = frame["Topic"], frame["Offset"], frame["Epoch"]
         except (ValueError, TypeError, KeyError):
-            self.log.error("unexpected frame from msgqueue: {frame!r}", frame=payload[:200])
+            self.unexpectedFrame(payload)
             return
         if epoch != self.epoch:
             if self.epoch is not None:

@@ -9,10 +9,13 @@ from contextlib import contextmanager
 
 from twisted.application import strports
 from twisted.application.service import MultiService
+from twisted.logger import Logger
 
-from wsqueue.options import StartupError
+from wsqueue.options import StartupError, buildAuthenticator, buildLink
 from wsqueue.server import ConnectionCloser, StageServerFactory
 from wsqueue.tls import TLSConfigurationError, serverDescription
+
+log = Logger()
 
 
 def defaultReactor(reactor):
@@ -45,4 +48,21 @@ def listeningService(factory: StageServerFactory, port: int, interface: str, cer
     service = MultiService()
     strports.service(serverDescription(port, interface, certDir), factory, reactor=reactor).setServiceParent(service)
     ConnectionCloser(factory).setServiceParent(service)
+    return service
+
+
+def linkedStageService(
+    options, reactor, owner, makeFactory, path: str, port: int | None = None, retryPolicy=None
+) -> MultiService:
+    """
+    A stage that listens and keeps a link to msgqueue at C{path} (publisher,
+    subscriber); C{owner} is its side of the link, C{makeFactory} builds its server.
+    """
+    factory = makeFactory(owner, buildAuthenticator(options, reactor, log), options.limits(), reactor)
+    link = buildLink(options, reactor, path, owner, log, retryPolicy)
+    service = listeningService(factory, options["port"] if port is None else port, options["interface"], options["cert-dir"], reactor)
+    link.setServiceParent(service)
+    service.owner = owner
+    service.factory = factory
+    service.link = link
     return service

@@ -6,16 +6,13 @@ C{twistd wsqueue-publisher}: clients publish here; messages go on to msgqueue.
 from __future__ import annotations
 
 from twisted.application.service import MultiService
-from twisted.logger import Logger
 
-from wsqueue.options import LinkOptions, ServerOptions, _positiveInt, buildAuthenticator, buildLink
+from wsqueue.options import LinkedServerOptions, _positiveInt
 from wsqueue.publisher import Forwarder, makePublisherFactory
-from wsqueue.tap._common import defaultReactor, listeningService, startupErrors
-
-log = Logger()
+from wsqueue.tap._common import defaultReactor, linkedStageService, startupErrors
 
 
-class Options(ServerOptions, LinkOptions):
+class Options(LinkedServerOptions):
     synopsis = "[options]"
     longdesc = "publisher: clients publish {\"Topic\": t, \"Content\": c} on /publish; messages are forwarded to msgqueue."
     defaultPort = 8081
@@ -23,24 +20,14 @@ class Options(ServerOptions, LinkOptions):
         ["max-buffered", None, 10_000, "Messages held for msgqueue before publishing clients are paused.", _positiveInt],
     ]
 
-    def postOptions(self) -> None:
-        ServerOptions.postOptions(self)
-        LinkOptions.postOptions(self)
-
 
 def buildPublisher(options: Options, reactor, port: int | None = None, retryPolicy=None) -> MultiService:
     """
     The publisher's services: its listener and its link to msgqueue.
     """
     forwarder = Forwarder(reactor, maxBuffered=options["max-buffered"])
-    factory = makePublisherFactory(forwarder, buildAuthenticator(options, reactor, log), options.limits(), reactor)
-    link = buildLink(options, reactor, f"/pushmsg?producer={forwarder.producerName}", forwarder, log, retryPolicy)
-    service = listeningService(factory, options["port"] if port is None else port, options["interface"], options["cert-dir"], reactor)
-    link.setServiceParent(service)
-    service.forwarder = forwarder
-    service.factory = factory
-    service.link = link
-    return service
+    path = f"/pushmsg?producer={forwarder.producerName}"
+    return linkedStageService(options, reactor, forwarder, makePublisherFactory, path, port, retryPolicy)
 
 
 def makeService(options: Options, reactor=None) -> MultiService:

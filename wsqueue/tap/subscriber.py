@@ -8,18 +8,15 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from twisted.application.service import MultiService
-from twisted.logger import Logger
 from twisted.python import usage
 
 from wsqueue import wire
-from wsqueue.options import LinkOptions, ServerOptions, buildAuthenticator, buildLink, defaultGroup
+from wsqueue.options import LinkedServerOptions, defaultGroup
 from wsqueue.subscriber import QueueReader, TopicRegistry, makeSubscriberFactory
-from wsqueue.tap._common import defaultReactor, listeningService, startupErrors
-
-log = Logger()
+from wsqueue.tap._common import defaultReactor, linkedStageService, startupErrors
 
 
-class Options(ServerOptions, LinkOptions):
+class Options(LinkedServerOptions):
     synopsis = "[options]"
     longdesc = "subscriber: clients subscribe to topics on /subscribe and receive the messages read from msgqueue."
     defaultPort = 8082
@@ -28,8 +25,7 @@ class Options(ServerOptions, LinkOptions):
     ]
 
     def postOptions(self) -> None:
-        ServerOptions.postOptions(self)
-        LinkOptions.postOptions(self)
+        super().postOptions()
         if self["group"] is None:
             self["group"] = defaultGroup(self["port"])
         problem = wire.checkTopic(self["group"])
@@ -41,16 +37,9 @@ def buildSubscriber(options: Options, reactor, port: int | None = None, retryPol
     """
     The subscriber's services: its listener and its link to msgqueue.
     """
-    reader = QueueReader(TopicRegistry(), reactor)
-    factory = makeSubscriberFactory(reader, buildAuthenticator(options, reactor, log), options.limits(), reactor)
     path = f"/popmsg?group={quote(options['group'], safe='')}&ack=explicit"
-    link = buildLink(options, reactor, path, reader, log, retryPolicy)
-    service = listeningService(factory, options["port"] if port is None else port, options["interface"], options["cert-dir"], reactor)
-    link.setServiceParent(service)
-    service.reader = reader
-    service.factory = factory
-    service.link = link
-    return service
+    reader = QueueReader(TopicRegistry(), reactor)
+    return linkedStageService(options, reactor, reader, makeSubscriberFactory, path, port, retryPolicy)
 
 
 def makeService(options: Options, reactor=None) -> MultiService:
