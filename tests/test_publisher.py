@@ -153,8 +153,10 @@ class PublisherTests(TestCase):
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         queuePort = freePort()
         link = self.link(queuePort)
-        await waitFor(lambda: [e for e in events if "cannot reach msgqueue" in e.get("log_format", "")], what="the warning")
-        warning = [e for e in events if "cannot reach msgqueue" in e.get("log_format", "")][0]
+        warnings = await waitFor(
+            lambda: [e for e in events if "cannot reach msgqueue" in e.get("log_format", "")], what="the warning"
+        )
+        warning = warnings[0]
         self.assertIn(str(queuePort), warning["url"])
         self.assertIsNone(link.protocol)
         client = await self.clients.connect(self.port, "/publish")

@@ -78,8 +78,7 @@ class MemoryStoreTests(SynchronousTestCase):
 
     def test_newGroupStartsAtOldestRetainedAfterTrim(self) -> None:
         """
-        A group created after others trimmed the store starts at the oldest entry
-        still retained.
+        A group created after others trimmed the store starts at the oldest entry left.
         """
         self.append("a", "b", "c")
         self.read("g1", "c1", 2)
@@ -148,8 +147,7 @@ class MemoryStoreTests(SynchronousTestCase):
 
     def test_pendingListsConsumerAndDeliveries(self) -> None:
         """
-        pending lists each unacknowledged entry in offset order with its consumer and
-        delivery count.
+        pending lists unacknowledged entries in offset order with consumer and delivery count.
         """
         self.append("a", "b", "c")
         self.read("g", "c1", 1)
@@ -162,8 +160,7 @@ class MemoryStoreTests(SynchronousTestCase):
 
     def test_releaseGivesEntriesBack(self) -> None:
         """
-        Released entries leave the consumer's pending list and are handed out again
-        before newer entries, in offset order, with their delivery count incremented.
+        Released entries are handed out again first, in offset order, with deliveries incremented.
         """
         self.append("a", "b", "c", "d", "e")
         self.read("g", "c1", 1)  # 1
@@ -179,8 +176,7 @@ class MemoryStoreTests(SynchronousTestCase):
 
     def test_releasedEntriesLimitedByCount(self) -> None:
         """
-        Redelivery respects C{count}: the released entries not handed out stay queued
-        for the next read.
+        Redelivery respects count: released entries not handed out wait for the next read.
         """
         self.append("a", "b", "c")
         self.read("g", "c1")

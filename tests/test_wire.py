@@ -139,8 +139,7 @@ class ParsePublishTests(SynchronousTestCase):
 
     def test_topicWithWhitespaceOrControlCharacters(self) -> None:
         """
-        Topics with spaces, tabs, newlines, Unicode spaces or C0/C1 control
-        characters are refused.
+        Topics with spaces, tabs, newlines, Unicode spaces or C0/C1 control characters are refused.
         """
         for topic in ["a b", "a\tb", "a\nb", "a\u00a0b", "a\u2003b", "a\x00b", "a\x1bb", "a\x7fb", "a\x80b", "a\x9fb"]:
             result = wire.parsePublish(frame({"Topic": topic, "Content": "c", "Id": 3}))
@@ -188,8 +187,7 @@ class ParsePublishTests(SynchronousTestCase):
 
     def test_idErrorBeforeTopicError(self) -> None:
         """
-        When both the Id and the Topic are bad, the Id error is reported (there is no
-        readable Id to attach to the Topic error).
+        With both a bad Id and a bad Topic, the Id error is reported (no Id to attach).
         """
         result = wire.parsePublish(frame({"Topic": "", "Content": "c", "Id": [1]}))
         self.assertError(result, "Id must be a string or a number")

@@ -134,9 +134,8 @@ class MemoryStore:
         return succeed(len(released))
 
     def _trim(self) -> None:
-        if not self._groups:
-            return
-        lowest = min(group.lowestNeeded() for group in self._groups.values())
+        # With no group yet, everything is kept for the first one.
+        lowest = min((group.lowestNeeded() for group in self._groups.values()), default=self._firstOffset)
         while self._entries and self._firstOffset < lowest:
             self._entries.popleft()
             self._firstOffset += 1

@@ -32,6 +32,8 @@ class Options(publisher.Options, subscriber.Options, msgqueue.Options):
         self["port"] = self["subscriber-port"]
         subscriber.Options.postOptions(self)
         host = "localhost" if self["interface"] in ("127.0.0.1", "0.0.0.0", "::", "::1", "") else self["interface"]
+        if ":" in host:
+            host = f"[{host}]"  # an IPv6 address must be bracketed in a URL
         self["queue"] = f"wss://{host}:{self['msgqueue-port']}"
         if self["msgqueue-port"] == 0:
             raise usage.UsageError("--msgqueue-port must be a fixed port: the other stages connect to it")

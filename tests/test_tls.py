@@ -1,0 +1,306 @@
+"""
+Tests for L{wsqueue.tls}: checking server certificates before listening, the
+listener description, and client TLS options for stage-to-stage links.
+
+A bad certificate folder must stop a daemon with a message naming the file at
+fault, not with an OpenSSL traceback once it is already listening.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from twisted.internet import ssl
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import ConnectingCancelledError
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+
+from wsqueue import tls
+from wsqueue.certs import makeDevelopmentCertificates
+from wsqueue.tls import TLSConfigurationError
+
+
+class CheckServerCertificateTests(SynchronousTestCase):
+    """
+    Tests for L{tls.checkServerCertificate} and L{tls.serverDescription}.
+    """
+
+    def setUp(self) -> None:
+        self.certDir = self.mktemp()
+        makeDevelopmentCertificates(self.certDir)
+        self.certPath = os.path.join(self.certDir, "server.crt")
+        self.keyPath = os.path.join(self.certDir, "server.key")
+
+    def assertConfigurationError(self, certDir: str, *fragments: str) -> None:
+        """
+        Assert that checking C{certDir} raises TLSConfigurationError whose message
+        contains every fragment.
+        """
+        e = self.assertRaises(TLSConfigurationError, tls.checkServerCertificate, certDir)
+        for fragment in fragments:
+            self.assertIn(fragment, str(e))
+
+    def overwrite(self, path: str, content: bytes) -> None:
+        with open(path, "wb") as f:
+            f.write(content)
+
+    def test_valid(self) -> None:
+        """
+        A folder with a matching certificate and key gives their paths.
+        """
+        self.assertEqual(tls.checkServerCertificate(self.certDir), (self.certPath, self.keyPath))
+
+    def test_missingFolder(self) -> None:
+        """
+        A missing folder is named, with how to create one.
+        """
+        missing = self.mktemp()
+        self.assertConfigurationError(missing, f"certificate folder {missing} does not exist", "wsqueue-certs")
+
+    def test_missingCertificate(self) -> None:
+        """
+        A missing server.crt is named.
+        """
+        os.remove(self.certPath)
+        self.assertConfigurationError(self.certDir, f"certificate {self.certPath} does not exist")
+
+    def test_missingKey(self) -> None:
+        """
+        A missing server.key is named.
+        """
+        os.remove(self.keyPath)
+        self.assertConfigurationError(self.certDir, f"private key {self.keyPath} does not exist")
+
+    def test_unreadableCertificate(self) -> None:
+        """
+        A server.crt that cannot be read (here: a folder) is named with the reason.
+        """
+        os.remove(self.certPath)
+        os.mkdir(self.certPath)
+        self.assertConfigurationError(self.certDir, f"cannot read certificate {self.certPath}")
+
+    def test_garbageCertificate(self) -> None:
+        """
+        A server.crt that is not a PEM certificate is named.
+        """
+        self.overwrite(self.certPath, b"not a certificate\n")
+        self.assertConfigurationError(self.certDir, f"certificate {self.certPath} is not a PEM certificate")
+
+    def test_keyInsteadOfCertificate(self) -> None:
+        """
+        A key put where the certificate belongs is refused as not a certificate.
+        """
+        shutil.copy(self.keyPath, self.certPath)
+        self.assertConfigurationError(self.certDir, f"certificate {self.certPath} is not a PEM certificate")
+
+    def test_garbageKey(self) -> None:
+        """
+        A server.key that is not a PEM key is named.
+        """
+        self.overwrite(self.keyPath, b"not a key\n")
+        self.assertConfigurationError(self.certDir, f"private key {self.keyPath} is not an unencrypted PEM key")
+
+    def test_keyNotMatchingCertificate(self) -> None:
+        """
+        A key from another certificate is refused, naming both files.
+        """
+        other = self.mktemp()
+        makeDevelopmentCertificates(other)
+        shutil.copy(os.path.join(other, "server.key"), self.keyPath)
+        self.assertConfigurationError(
+            self.certDir, f"private key {self.keyPath} does not match certificate {self.certPath}"
+        )
+
+    def test_caKeyNotMatchingServerCertificate(self) -> None:
+        """
+        The CA's key (same folder, wrong file) does not pass for the server's.
+        """
+        shutil.copy(os.path.join(self.certDir, "ca.key"), self.keyPath)
+        self.assertConfigurationError(self.certDir, "does not match")
+
+    def test_serverDescription(self) -> None:
+        """
+        The listener description names the port, interface, key and certificate.
+        """
+        description = tls.serverDescription(8443, "127.0.0.1", self.certDir)
+        self.assertTrue(description.startswith("ssl:8443:"), description)
+        self.assertIn("interface=127.0.0.1", description)
+        self.assertIn(f"privateKey={self.keyPath}", description)
+        self.assertIn(f"certKey={self.certPath}", description)
+
+    def test_serverDescriptionParses(self) -> None:
+        """
+        The description parses as an endpoint even with an IPv6 interface and colons in paths.
+        """
+        certDir = os.path.join(self.mktemp(), "with:colon")
+        makeDevelopmentCertificates(certDir)
+        endpoint = serverFromString(MemoryReactorClock(), tls.serverDescription(8443, "::1", certDir))
+        self.assertEqual((endpoint._port, endpoint._interface), (8443, "::1"))
+
+    def test_serverDescriptionChecks(self) -> None:
+        """
+        The description is only made after the certificate was checked.
+        """
+        self.assertRaises(TLSConfigurationError, tls.serverDescription, 8443, "127.0.0.1", self.mktemp())
+
+
+class DefaultsTests(SynchronousTestCase):
+    """
+    Tests for L{tls.defaultCertDir} and L{tls.defaultCAPath}.
+    """
+
+    def test_certDirFromEnvironment(self) -> None:
+        """
+        $WS_CERT_DIR names the certificate folder, as in the Go system.
+        """
+        self.patch(os, "environ", {"WS_CERT_DIR": "/etc/wsqueue/certs"})
+        self.assertEqual(tls.defaultCertDir(), "/etc/wsqueue/certs")
+
+    def test_certDirDefault(self) -> None:
+        """
+        Without $WS_CERT_DIR (or with it empty) the folder is ./certs.
+        """
+        self.patch(os, "environ", {})
+        self.assertEqual(tls.defaultCertDir(), "certs")
+        self.patch(os, "environ", {"WS_CERT_DIR": ""})
+        self.assertEqual(tls.defaultCertDir(), "certs")
+
+    def test_caPathExists(self) -> None:
+        """
+        The certificate folder's ca.crt is the default CA when it exists.
+        """
+        certDir = self.mktemp()
+        makeDevelopmentCertificates(certDir)
+        self.assertEqual(tls.defaultCAPath(certDir), os.path.join(certDir, "ca.crt"))
+
+    def test_caPathMissing(self) -> None:
+        """
+        Without a ca.crt there is no default CA (the system's trust store is used).
+        """
+        certDir = self.mktemp()
+        os.mkdir(certDir)
+        self.assertIsNone(tls.defaultCAPath(certDir))
+        self.assertIsNone(tls.defaultCAPath(self.mktemp()))
+
+
+class ParseURLTests(SynchronousTestCase):
+    """
+    Tests for L{tls.parseURL}.
+    """
+
+    def test_valid(self) -> None:
+        """
+        A wss:// URL gives its host, port and path.
+        """
+        self.assertEqual(tls.parseURL("wss://queue.example:8080/pushmsg"), ("queue.example", 8080, "/pushmsg"))
+
+    def test_defaultPortAndPath(self) -> None:
+        """
+        Without a port the TLS port 443 is used; without a path, "/".
+        """
+        self.assertEqual(tls.parseURL("wss://queue.example"), ("queue.example", 443, "/"))
+
+    def test_ipv6(self) -> None:
+        """
+        An IPv6 literal in brackets gives the bare address.
+        """
+        self.assertEqual(tls.parseURL("wss://[::1]:8080/x"), ("::1", 8080, "/x"))
+
+    def test_notWSS(self) -> None:
+        """
+        Other schemes are refused: ws:// in particular (links are always TLS).
+        """
+        for url in ["ws://localhost:8080", "https://localhost", "localhost:8080", ""]:
+            e = self.assertRaises(ValueError, tls.parseURL, url)
+            self.assertIn("is not a wss:// URL", str(e))
+
+    def test_noHost(self) -> None:
+        """
+        A URL without a host is refused.
+        """
+        for url in ["wss://", "wss://:8080/x"]:
+            e = self.assertRaises(ValueError, tls.parseURL, url)
+            self.assertIn("has no host", str(e))
+
+    def test_badPort(self) -> None:
+        """
+        A port that is not a number, or out of range, is refused.
+        """
+        for url in ["wss://localhost:abc", "wss://localhost:70000"]:
+            e = self.assertRaises(ValueError, tls.parseURL, url)
+            self.assertIn("has an invalid port", str(e))
+
+
+class ClientTests(SynchronousTestCase):
+    """
+    Tests for L{tls.clientCreator} and L{tls.clientEndpoint}.
+    """
+
+    def setUp(self) -> None:
+        self.certDir = self.mktemp()
+        makeDevelopmentCertificates(self.certDir)
+        self.caPath = os.path.join(self.certDir, "ca.crt")
+
+    def test_insecure(self) -> None:
+        """
+        --insecure gives CertificateOptions that verify nothing.
+        """
+        options = tls.clientCreator("localhost", self.caPath, insecure=True)
+        self.assertIsInstance(options, ssl.CertificateOptions)
+        self.assertFalse(options.verify)
+
+    def test_missingCA(self) -> None:
+        """
+        A CA file that does not exist is named.
+        """
+        missing = self.mktemp()
+        e = self.assertRaises(TLSConfigurationError, tls.clientCreator, "localhost", missing)
+        self.assertIn(f"CA certificate {missing} does not exist", str(e))
+
+    def test_garbageCA(self) -> None:
+        """
+        A CA file that is not a PEM certificate is named.
+        """
+        garbage = self.mktemp()
+        with open(garbage, "wb") as f:
+            f.write(b"not a certificate\n")
+        e = self.assertRaises(TLSConfigurationError, tls.clientCreator, "localhost", garbage)
+        self.assertIn(f"CA certificate {garbage} is not a PEM certificate", str(e))
+
+    def test_validCA(self) -> None:
+        """
+        A valid CA gives a connection creator that verifies the host name.
+        """
+        creator = tls.clientCreator("localhost", self.caPath)
+        self.assertTrue(IOpenSSLClientConnectionCreator.providedBy(creator))
+        self.assertNotIsInstance(creator, ssl.CertificateOptions)
+
+    def test_systemTrust(self) -> None:
+        """
+        Without a CA file the platform's trust store is used (no error).
+        """
+        self.assertTrue(IOpenSSLClientConnectionCreator.providedBy(tls.clientCreator("localhost", None)))
+
+    def test_clientEndpoint(self) -> None:
+        """
+        clientEndpoint connects to the URL's port with the connect timeout, only when asked to.
+        """
+        reactor = MemoryReactorClock()
+        endpoint = tls.clientEndpoint(reactor, "wss://127.0.0.1:8443/popmsg", self.caPath)
+        self.assertTrue(IStreamClientEndpoint.providedBy(endpoint))
+        self.assertEqual(reactor.tcpClients, [])
+        d = endpoint.connect(Factory.forProtocol(Protocol))
+        self.assertEqual([(host, port, timeout) for host, port, _, timeout, _ in reactor.tcpClients],
+                         [("127.0.0.1", 8443, tls.CONNECT_TIMEOUT)])
+        d.cancel()
+        self.failureResultOf(d, ConnectingCancelledError)
+
+    def test_clientEndpointBadURL(self) -> None:
+        """
+        clientEndpoint refuses a URL that is not wss://.
+        """
+        self.assertRaises(ValueError, tls.clientEndpoint, MemoryReactorClock(), "ws://localhost:8443", self.caPath)
