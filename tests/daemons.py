@@ -6,7 +6,14 @@ repository root).
 
     msgqueue = await startDaemon(self, "wsqueue-msgqueue")
     publisher = await startDaemon(self, "wsqueue-publisher", "--queue", msgqueue.url)
-    await publisher.waitForLog(LINK_OPEN)
+    await publisher.waitForLinks()          # "link to msgqueue at ... open" in its log
+    msgqueue.kill(signal.SIGKILL)
+    self.assertEqual(await msgqueue.waitForExit(), -signal.SIGKILL)
+    await msgqueue.restart()                # same port
+
+or, for the usual msgqueue + publisher(s) + subscriber(s) with every link open,
+C{pipeline = await startDaemonPipeline(self, publishers=1, subscribers=[(), ("--group", "g")])}.
+(L{tests.pipeline} is the same in-process, without daemons.)
 
 Every daemon is killed (SIGKILL) and waited for when the test ends.  Every wait has
 a deadline and fails with the daemon's output and log tail.
@@ -15,10 +22,12 @@ a deadline and fails with the daemon's output and log tail.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred, DeferredList, succeed
@@ -33,8 +42,8 @@ from tests.helpers import certDir
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 READY_TIMEOUT = 20.0
-LINK_OPEN = "open"
-"""Publisher and subscriber log C{link to msgqueue at URL open}; see L{Daemon.waitForLinks}."""
+LINK_OPEN = re.compile(r"link to msgqueue at \S+ open$", re.MULTILINE)
+"""What publisher and subscriber log when their link to msgqueue opens."""
 
 
 def freePort() -> int:
@@ -313,31 +322,28 @@ class Daemon:
     def logTail(self, lines: int = 30) -> str:
         return "\n".join(self.logText().splitlines()[-lines:])
 
-    def waitForLog(self, text: str, since: int = 0, count: int = 1, timeout: float = READY_TIMEOUT) -> Deferred[str]:
+    def waitForLog(
+        self, text: str | re.Pattern, since: int = 0, count: int = 1, timeout: float = READY_TIMEOUT
+    ) -> Deferred[list[str]]:
         """
-        Fire with the log (from C{since}) once C{text} appears in it C{count} times.
+        Fire once C{text} (a string, or a compiled regular expression) occurs C{count}
+        times in the log after byte offset C{since} (see L{logMark}); fire with the
+        matches.
         """
+        pattern = text if isinstance(text, re.Pattern) else re.compile(re.escape(text))
 
         async def found():
-            log = self.logText(since)
-            return log if log.count(text) >= count else None
+            matches = pattern.findall(self.logText(since))
+            return matches if len(matches) >= count else None
 
-        return self._poll(found, timeout, f"{count} x {text!r} in the log")
+        return self._poll(found, timeout, f"{count} x {pattern.pattern!r} in the log")
 
-    def waitForLinks(self, since: int = 0, count: int = 1, timeout: float = READY_TIMEOUT) -> Deferred[str]:
+    def waitForLinks(self, since: int = 0, count: int = 1, timeout: float = READY_TIMEOUT) -> Deferred[list[str]]:
         """
-        Fire once C{count} links to msgqueue have opened (publisher, subscriber and
-        the all-in-one daemon log C{link to msgqueue at URL open}).
+        Fire once C{count} links to msgqueue have opened after C{since} (publisher,
+        subscriber and the all-in-one daemon log C{link to msgqueue at URL open}).
         """
-
-        async def found():
-            lines = [
-                line for line in self.logText(since).splitlines()
-                if "link to msgqueue at " in line and line.endswith(" open")
-            ]
-            return lines if len(lines) >= count else None
-
-        return self._poll(found, timeout, f"{count} link(s) to msgqueue to open")
+        return self.waitForLog(LINK_OPEN, since, count, timeout)
 
 
 class _Probe(Protocol):
@@ -368,23 +374,26 @@ def startDaemons(testCase: TestCase, *specs: tuple) -> Deferred[list[Daemon]]:
     in order once all are ready, or fail with the first problem.
     """
     daemons = [Daemon(testCase, spec[0], spec[1:]) for spec in specs]
-    d = DeferredList([daemon.start() for daemon in daemons], fireOnOneErrback=True, consumeErrors=True)
-
-    def failed(failure: Failure) -> Failure:
-        return failure.value.subFailure
-
-    return d.addCallbacks(lambda _: daemons, failed)
+    return _all([daemon.start() for daemon in daemons]).addCallback(lambda _: daemons)
 
 
-class Pipeline:
+def _all(waiting: list[Deferred]) -> Deferred[list]:
     """
-    A msgqueue with publishers and subscribers joined to it, every link open.
+    Fire with every result once all have fired, or fail with the first failure.
+    """
+    d = DeferredList(waiting, fireOnOneErrback=True, consumeErrors=True)
+    return d.addCallbacks(lambda results: [value for _, value in results], lambda failure: failure.value.subFailure)
+
+
+@dataclass
+class DaemonPipeline:
+    """
+    A msgqueue daemon with publisher and subscriber daemons joined to it.
     """
 
-    def __init__(self, msgqueue: Daemon, publishers: list[Daemon], subscribers: list[Daemon]) -> None:
-        self.msgqueue = msgqueue
-        self.publishers = publishers
-        self.subscribers = subscribers
+    msgqueue: Daemon
+    publishers: list[Daemon]
+    subscribers: list[Daemon]
 
     @property
     def publisher(self) -> Daemon:
@@ -395,19 +404,23 @@ class Pipeline:
         return self.subscribers[0]
 
 
-async def startPipeline(
+def startDaemonPipeline(
     testCase: TestCase, publishers: int = 1, subscribers: Sequence[Sequence[str]] = ((),), msgqueueArgs: Sequence[str] = ()
-) -> Pipeline:
+) -> Deferred[DaemonPipeline]:
     """
     Start msgqueue, then C{publishers} publisher daemons and one subscriber daemon per
     entry of C{subscribers} (its extra arguments, e.g. C{("--group", "g")}) at once;
-    return when every daemon listens and every link to msgqueue is open.
+    fire once every daemon listens and every link to msgqueue is open.
     """
-    msgqueue = await startDaemon(testCase, "wsqueue-msgqueue", *msgqueueArgs)
-    queue = ("--queue", msgqueue.url)
-    specs = [("wsqueue-publisher", *queue)] * publishers + [("wsqueue-subscriber", *queue, *args) for args in subscribers]
-    stages = await startDaemons(testCase, *specs)
-    await DeferredList([stage.waitForLinks() for stage in stages], fireOnOneErrback=True, consumeErrors=True).addErrback(
-        lambda failure: failure.value.subFailure
-    )
-    return Pipeline(msgqueue, stages[:publishers], stages[publishers:])
+
+    async def start() -> DaemonPipeline:
+        msgqueue = await startDaemon(testCase, "wsqueue-msgqueue", *msgqueueArgs)
+        queue = ("--queue", msgqueue.url)
+        specs = [("wsqueue-publisher", *queue)] * publishers + [
+            ("wsqueue-subscriber", *queue, *args) for args in subscribers
+        ]
+        stages = await startDaemons(testCase, *specs)
+        await _all([stage.waitForLinks() for stage in stages])
+        return DaemonPipeline(msgqueue, stages[:publishers], stages[publishers:])
+
+    return Deferred.fromCoroutine(start())

@@ -11,9 +11,11 @@ L{MemoryReactorClock}, so nothing touches the network.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 
-from twisted.application.service import IService, IServiceMaker
+from twisted.application.service import IService, IServiceMaker, Service
+from twisted.internet.error import CannotListenError
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.plugin import getPlugins
@@ -507,3 +509,79 @@ class MakeServiceTests(SynchronousTestCase):
 
         self.assertIs(_common.defaultReactor(None), reactor)
         self.assertIs(_common.defaultReactor(self.reactor), self.reactor)
+
+
+class _SignalReactor:
+    """
+    Records what L{ExitCleanlyOnSigterm} asks of the reactor.
+    """
+
+    def __init__(self) -> None:
+        self.whenRunning: list = []
+        self.fromThread: list = []
+        self.stopped = False
+
+    def callWhenRunning(self, f) -> None:
+        self.whenRunning.append(f)
+
+    def callFromThread(self, f) -> None:
+        self.fromThread.append(f)
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+class _CannotListen(Service):
+    def privilegedStartService(self) -> None:
+        raise CannotListenError("127.0.0.1", 8080, OSError(98, "Address already in use"))
+
+
+class DaemonServiceTests(SynchronousTestCase):
+    """
+    What every plugin's service adds: SIGTERM exits 0, a port in use is one line.
+    """
+
+    def test_sigtermStopsTheReactor(self) -> None:
+        """
+        Once the reactor runs, SIGTERM's handler stops it (without twistd's re-raise,
+        so the exit status is 0).
+        """
+        installed = {}
+        self.patch(signal, "signal", lambda number, handler: installed.__setitem__(number, handler))
+        reactor = _SignalReactor()
+        service = _common.ExitCleanlyOnSigterm(reactor)
+        service.startService()
+        self.assertEqual(installed, {})
+        [install] = reactor.whenRunning
+        install()
+        installed[signal.SIGTERM](signal.SIGTERM, None)
+        [stop] = reactor.fromThread
+        stop()
+        self.assertTrue(reactor.stopped)
+
+    def test_everyPluginStopsCleanly(self) -> None:
+        """
+        Each plugin's service includes the SIGTERM handler.
+        """
+        for module in (msgqueue, publisher, subscriber):
+            service = module.makeService(_optionsFor(module, self.mktemp()), reactor=MemoryReactorClock())
+            self.assertTrue([s for s in service if isinstance(s, _common.ExitCleanlyOnSigterm)], module)
+
+    def test_portInUse(self) -> None:
+        """
+        A listener that cannot bind stops start-up with one line naming the address.
+        """
+        listening = _common._Listening()
+        _CannotListen().setServiceParent(listening)
+        with self.assertRaises(SystemExit) as raised:
+            listening.privilegedStartService()
+        message = str(raised.exception.code)
+        self.assertTrue(message.startswith("wsqueue: cannot listen on 127.0.0.1:8080: "), message)
+        self.assertNotIn("\n", message)
+
+
+def _optionsFor(module, folder: str):
+    makeDevelopmentCertificates(folder)
+    options = module.Options()
+    options.parseOptions(["--cert-dir", folder, "--port", "0"])
+    return options

@@ -4,11 +4,13 @@ What the daemons' C{makeService} functions share.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import signal
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from twisted.application import strports
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from wsqueue.options import StartupError, buildAuthenticator, buildLink
@@ -40,12 +42,61 @@ def startupErrors(tapname: str) -> Iterator[None]:
         raise SystemExit(f"{tapname}: {e}")
 
 
+def daemonService(tapname: str, reactor, build: Callable[[object], MultiService]) -> MultiService:
+    """
+    The service a plugin's C{makeService} returns: what C{build(reactor)} makes, with
+    configuration errors as one line, and SIGTERM as a clean stop with status 0.
+    """
+    reactor = defaultReactor(reactor)
+    with startupErrors(tapname):
+        service = build(reactor)
+    ExitCleanlyOnSigterm(reactor).setServiceParent(service)
+    return service
+
+
+class ExitCleanlyOnSigterm(Service):
+    """
+    Makes SIGTERM the ordinary way to stop a daemon: the reactor stops every service
+    (connections close with 1001) and the process exits with status 0.
+
+    Left to itself, twistd re-raises SIGTERM once it has shut down, so the process
+    ends "killed by SIGTERM" (status 143 in a shell), which supervisors and scripts
+    read as a failure.  This handler replaces the reactor's once it is running.
+    """
+
+    def __init__(self, reactor) -> None:
+        self.reactor = reactor
+
+    def startService(self) -> None:
+        super().startService()
+        self.reactor.callWhenRunning(self._install)
+
+    def _install(self) -> None:
+        signal.signal(signal.SIGTERM, self._terminate)
+
+    def _terminate(self, number: int, frame: object) -> None:
+        log.info("received SIGTERM: closing connections and exiting")
+        self.reactor.callFromThread(self.reactor.stop)
+
+
+class _Listening(MultiService):
+    """
+    A listener whose port in use stops start-up with one line, not a traceback.
+    """
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            raise SystemExit(f"wsqueue: cannot listen on {e.interface or '*'}:{e.port}: {e.socketError}")
+
+
 def listeningService(factory: StageServerFactory, port: int, interface: str, certDir: str, reactor) -> MultiService:
     """
     A TLS listener for C{factory} plus the service that closes its connections with
     1001 on stop.  C{strports} makes a port in use abort start-up.
     """
-    service = MultiService()
+    service = _Listening()
     strports.service(serverDescription(port, interface, certDir), factory, reactor=reactor).setServiceParent(service)
     ConnectionCloser(factory).setServiceParent(service)
     return service

@@ -13,7 +13,7 @@ from twisted.python import usage
 
 from wsqueue.options import _port
 from wsqueue.tap import msgqueue, publisher, subscriber
-from wsqueue.tap._common import defaultReactor, startupErrors
+from wsqueue.tap._common import daemonService
 
 
 class Options(publisher.Options, subscriber.Options, msgqueue.Options):
@@ -40,10 +40,11 @@ class Options(publisher.Options, subscriber.Options, msgqueue.Options):
 
 
 def makeService(options: Options, reactor=None) -> MultiService:
-    reactor = defaultReactor(reactor)
-    service = MultiService()
-    with startupErrors("wsqueue"):
+    def build(reactor) -> MultiService:
+        service = MultiService()
         msgqueue.buildMsgQueue(options, reactor, options["msgqueue-port"]).setServiceParent(service)
         publisher.buildPublisher(options, reactor, options["publisher-port"]).setServiceParent(service)
         subscriber.buildSubscriber(options, reactor, options["subscriber-port"]).setServiceParent(service)
-    return service
+        return service
+
+    return daemonService("wsqueue", reactor, build)

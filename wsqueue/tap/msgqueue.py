@@ -12,7 +12,7 @@ from wsqueue.broker import QueueBroker
 from wsqueue.msgqueue import makeMsgQueueFactory
 from wsqueue.options import ServerOptions, _positiveInt, buildAuthenticator
 from wsqueue.store.memory import MemoryStore
-from wsqueue.tap._common import defaultReactor, listeningService, startupErrors
+from wsqueue.tap._common import daemonService, listeningService
 
 log = Logger()
 
@@ -40,5 +40,4 @@ def buildMsgQueue(options: Options, reactor, port: int | None = None) -> MultiSe
 
 
 def makeService(options: Options, reactor=None) -> MultiService:
-    with startupErrors("wsqueue-msgqueue"):
-        return buildMsgQueue(options, defaultReactor(reactor))
+    return daemonService("wsqueue-msgqueue", reactor, lambda reactor: buildMsgQueue(options, reactor))

@@ -9,7 +9,7 @@ from twisted.application.service import MultiService
 
 from wsqueue.options import LinkedServerOptions, _positiveInt
 from wsqueue.publisher import Forwarder, makePublisherFactory
-from wsqueue.tap._common import defaultReactor, linkedStageService, startupErrors
+from wsqueue.tap._common import daemonService, linkedStageService
 
 
 class Options(LinkedServerOptions):
@@ -31,5 +31,4 @@ def buildPublisher(options: Options, reactor, port: int | None = None, retryPoli
 
 
 def makeService(options: Options, reactor=None) -> MultiService:
-    with startupErrors("wsqueue-publisher"):
-        return buildPublisher(options, defaultReactor(reactor))
+    return daemonService("wsqueue-publisher", reactor, lambda reactor: buildPublisher(options, reactor))

@@ -13,7 +13,7 @@ from twisted.python import usage
 from wsqueue import wire
 from wsqueue.options import LinkedServerOptions, defaultGroup
 from wsqueue.subscriber import QueueReader, TopicRegistry, makeSubscriberFactory
-from wsqueue.tap._common import defaultReactor, linkedStageService, startupErrors
+from wsqueue.tap._common import daemonService, linkedStageService
 
 
 class Options(LinkedServerOptions):
@@ -43,5 +43,4 @@ def buildSubscriber(options: Options, reactor, port: int | None = None, retryPol
 
 
 def makeService(options: Options, reactor=None) -> MultiService:
-    with startupErrors("wsqueue-subscriber"):
-        return buildSubscriber(options, defaultReactor(reactor))
+    return daemonService("wsqueue-subscriber", reactor, lambda reactor: buildSubscriber(options, reactor))
