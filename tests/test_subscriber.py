@@ -86,6 +86,21 @@ class SubscriberTests(TestCase):
         self.assertEqual((await nextJSON(c))["Content"], "for y")
         await noFrameWithin(a, 0.1)
 
+    async def test_slowClientDoesNotHoldOthers(self) -> None:
+        """
+        A client that stops reading does not hold up delivery to the others.
+        """
+        stalled = await self.subscribed("x")
+        stalled.transport.pauseProducing()
+        healthy = await self.subscribed("x")
+        count, content = 300, "y" * 4000
+        for offset in range(1, count + 1):
+            self.popper.deliver("x", content, offset)
+        await waitFor(lambda: len(healthy.frames.pending) == count, what=f"{count} messages at the healthy client")
+        self.assertEqual(stalled.frames.pending, [])
+        stalled.transport.resumeProducing()
+        await waitFor(lambda: len(stalled.frames.pending) == count, what="the stalled client catching up")
+
     async def test_subscribedTwiceReceivesOnce(self) -> None:
         """
         A client subscribed twice to a topic gets each message once.
