@@ -15,8 +15,8 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from wsqueue import broker as brokerModule
 from wsqueue.broker import READ_BATCH, QueueBroker
+from wsqueue.store import memory as memoryModule
 from wsqueue.store.base import Entry
 from wsqueue.store.memory import MemoryStore
 
@@ -75,8 +75,12 @@ class SlowStore:
     def retained(self) -> int:
         return self.store.retained
 
-    def append(self, messages):
-        return self.store.append(messages)
+    @property
+    def lastSequences(self) -> dict:
+        return self.store.lastSequences
+
+    def append(self, messages, producer=None, lastSeq=None):
+        return self.store.append(messages, producer, lastSeq)
 
     def readGroup(self, group, consumer, count):
         if self.failReads:
@@ -549,7 +553,7 @@ class DuplicateTests(BrokerTestCase):
         """
         Only the most recently active MAX_PRODUCERS_REMEMBERED producers are kept.
         """
-        self.patch(brokerModule, "MAX_PRODUCERS_REMEMBERED", 2)
+        self.patch(memoryModule, "MAX_PRODUCERS_REMEMBERED", 2)
         self.push("a", producer="p1", lastSeq=1)
         self.push("a", producer="p2", lastSeq=1)
         self.push("a", producer="p1", lastSeq=2)

@@ -1,5 +1,7 @@
 """
-Tests for L{wsqueue.store.memory.MemoryStore}, the in-memory L{IMessageStore}.
+Tests for the L{IMessageStore} implementations: one conformance suite that the
+in-memory store and the SQLite store must both pass, plus what only SQLite promises
+(surviving a restart, refusing a damaged file, committing on its writer thread).
 
 The broker relies on the store's consumer-group semantics (every group gets every
 entry, consumers of one group share them, released entries come back first) and on
@@ -8,19 +10,28 @@ its trimming: an entry must stay until every group has acknowledged it.
 
 from __future__ import annotations
 
-from twisted.trial.unittest import SynchronousTestCase
+import os
+
+from twisted.internet.defer import gatherResults
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from wsqueue.store import Entry, IMessageStore, MemoryStore, PendingEntry
+from wsqueue.store import sqlite as sqliteModule
+from wsqueue.store.config import DEFAULT_STORE, StoreService, openStore, parseStoreSpec
+from wsqueue.store.sqlite import SQLiteStore, StoreError, _Operation, runBatch
 
 
-class MemoryStoreTests(SynchronousTestCase):
+class StoreConformanceMixin:
     """
-    Tests for L{MemoryStore}.
+    What the broker relies on from every store.  Subclasses say how to make one.
     """
+
+    def makeStore(self):
+        raise NotImplementedError
 
     def setUp(self) -> None:
-        self.store = MemoryStore()
+        self.store = self.makeStore()
 
     def append(self, *topics: str) -> list[int]:
         """
@@ -39,7 +50,7 @@ class MemoryStoreTests(SynchronousTestCase):
 
     def test_interface(self) -> None:
         """
-        MemoryStore provides every method and attribute of IMessageStore.
+        The store provides every method and attribute of IMessageStore.
         """
         self.assertTrue(verifyObject(IMessageStore, self.store))
 
@@ -271,3 +282,214 @@ class MemoryStoreTests(SynchronousTestCase):
         close fires with None.
         """
         self.assertIsNone(self.successResultOf(self.store.close()))
+
+
+class MemoryStoreTests(StoreConformanceMixin, SynchronousTestCase):
+    """
+    L{MemoryStore} conforms.
+    """
+
+    def makeStore(self) -> MemoryStore:
+        return MemoryStore()
+
+
+class SQLiteStoreTests(StoreConformanceMixin, SynchronousTestCase):
+    """
+    L{SQLiteStore} conforms (driven inline, without its writer thread).
+    """
+
+    def makeStore(self) -> SQLiteStore:
+        self.path = self.mktemp() + ".sqlite3"
+        store = SQLiteStore(self.path, runInline=True)
+        self.addCleanup(store.close)
+        return store
+
+
+class SQLiteDurabilityTests(SynchronousTestCase):
+    """
+    What only the SQLite store promises: it survives a restart and refuses a damaged file.
+    """
+
+    def setUp(self) -> None:
+        self.path = self.mktemp() + ".sqlite3"
+
+    def open(self) -> SQLiteStore:
+        store = SQLiteStore(self.path, runInline=True)
+        self.addCleanup(store.close)
+        return store
+
+    def test_restartResumesEverything(self) -> None:
+        """
+        After a restart the epoch, the offsets, each group's position, the producers'
+        sequence numbers and unacknowledged entries are all still there; entries that
+        were pending for the old process's consumers are handed out again first.
+        """
+        store = self.open()
+        self.successResultOf(store.append([("t", "a"), ("t", "b"), ("t", "c")], "p1", 7))
+        self.assertEqual([e.offset for e in self.successResultOf(store.readGroup("g", "old", 2))], [1, 2])
+        self.successResultOf(store.ack("g", [1]))
+        self.successResultOf(store.close())
+
+        again = self.open()
+        self.assertEqual(again.epoch, store.epoch)
+        self.assertEqual(again.lastSequences, {"p1": 7})
+        self.assertEqual(again.retained, 2)
+        self.assertEqual(self.successResultOf(again.append([("t", "d")])), [4])
+        entries = self.successResultOf(again.readGroup("g", "new", 10))
+        self.assertEqual([(e.offset, e.content) for e in entries], [(2, "b"), (3, "c"), (4, "d")])
+        self.assertEqual([p.deliveries for p in self.successResultOf(again.pending("g"))], [2, 1, 1])
+
+    def test_offsetsNeverReused(self) -> None:
+        """
+        Offsets keep increasing after every entry was trimmed and the store reopened.
+        """
+        store = self.open()
+        self.successResultOf(store.append([("t", "a")]))
+        self.successResultOf(store.readGroup("g", "c", 1))
+        self.successResultOf(store.ack("g", [1]))
+        self.assertEqual(store.retained, 0)
+        self.successResultOf(store.close())
+        again = self.open()
+        self.assertEqual(self.successResultOf(again.append([("t", "b")])), [2])
+
+    def test_garbageFileRefused(self) -> None:
+        """
+        A file that is not a SQLite database is refused with one line naming it.
+        """
+        with open(self.path, "wb") as f:
+            f.write(b"this is not a database" * 100)
+        with self.assertRaises(StoreError) as raised:
+            SQLiteStore(self.path, runInline=True)
+        message = str(raised.exception)
+        self.assertIn(self.path, message)
+        self.assertNotIn("\n", message)
+
+    def test_truncatedFileRefused(self) -> None:
+        """
+        A store file cut short (a disk or copy gone wrong) is detected at open.
+        """
+        store = self.open()
+        self.successResultOf(store.append([("t", "x" * 1000) for _ in range(500)]))
+        self.successResultOf(store.close())
+        size = os.path.getsize(self.path)
+        with open(self.path, "r+b") as f:
+            f.truncate(size // 2)
+        self.assertRaises(StoreError, SQLiteStore, self.path, runInline=True)
+
+    def test_unwritableFolder(self) -> None:
+        """
+        A store in a folder that cannot be created is refused with the reason.
+        """
+        blocker = self.mktemp()
+        with open(blocker, "w") as f:
+            f.write("a file, not a folder")
+        with self.assertRaises(StoreError) as raised:
+            SQLiteStore(os.path.join(blocker, "store.sqlite3"), runInline=True)
+        self.assertIn("cannot open store", str(raised.exception))
+
+    def test_failedOperationAlone(self) -> None:
+        """
+        An operation that fails inside a batch fails alone; the others commit.
+        """
+        store = self.open()
+        good = _Operation("append", ([("t", "a")], None, None))
+        bad = _Operation("append", ([("t", None)], None, None))
+        runBatch(store._database, [good, bad])
+        self.assertEqual(good.result, [1])
+        self.assertIsNotNone(bad.failure)
+        self.assertEqual(store._database.retained, 1)
+
+    def test_closedStoreRefuses(self) -> None:
+        """
+        Operations on a closed store fail with StoreError instead of hanging.
+        """
+        store = self.open()
+        self.successResultOf(store.close())
+        self.failureResultOf(store.append([("t", "a")]), StoreError)
+        self.assertIsNone(self.successResultOf(store.close()))
+
+
+class SQLiteWriterThreadTests(TestCase):
+    """
+    The SQLite store's writer thread, with the real reactor.
+    """
+
+    timeout = 20
+
+    def open(self) -> SQLiteStore:
+        from twisted.internet import reactor
+
+        store = SQLiteStore(self.mktemp() + ".sqlite3", callFromThread=reactor.callFromThread)
+        self.addCleanup(store.close)
+        return store
+
+    async def test_groupCommit(self) -> None:
+        """
+        Operations queued while a transaction commits share the next one, and each
+        Deferred fires (on the reactor thread) only after its commit.
+        """
+        batches = []
+        original = runBatch
+
+        def recordingBatch(database, operations):
+            batches.append(len(operations))
+            return original(database, operations)
+
+        self.patch(sqliteModule, "runBatch", recordingBatch)
+        store = self.open()
+        results = await gatherResults([store.append([("t", str(i))]) for i in range(50)])
+        self.assertEqual(results, [[i] for i in range(1, 51)])
+        self.assertEqual(sum(batches), 50)
+        self.assertLess(len(batches), 50)
+        self.assertEqual(store.retained, 50)
+
+    async def test_closeFinishesQueuedWork(self) -> None:
+        """
+        close() lets queued operations commit before the file is closed.
+        """
+        store = self.open()
+        appended = store.append([("t", "last")])
+        await store.close()
+        self.assertEqual(await appended, [1])
+        reopened = SQLiteStore(store.path, runInline=True)
+        self.addCleanup(reopened.close)
+        self.assertEqual(reopened.retained, 1)
+
+    def test_damagedFileAtOpen(self) -> None:
+        """
+        Opening on the writer thread reports a damaged file to the caller.
+        """
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"garbage" * 1000)
+        self.assertRaises(StoreError, SQLiteStore, path, callFromThread=lambda *a: None)
+
+
+class StoreConfigTests(SynchronousTestCase):
+    """
+    The --store option.
+    """
+
+    def test_parse(self) -> None:
+        """
+        'memory' and 'sqlite:PATH' are understood; anything else is a ValueError.
+        """
+        self.assertEqual(parseStoreSpec("memory"), ("memory", None))
+        self.assertEqual(parseStoreSpec("sqlite:/a/b.db"), ("sqlite", "/a/b.db"))
+        self.assertEqual(parseStoreSpec(DEFAULT_STORE), ("sqlite", "./wsqueue-data/msgqueue.sqlite3"))
+        for bad in ("sqlite:", "sqlite", "redis:x", ""):
+            self.assertRaises(ValueError, parseStoreSpec, bad)
+
+    def test_open(self) -> None:
+        """
+        openStore makes the store the spec names; StoreService closes it on stop.
+        """
+        self.assertIsInstance(openStore("memory", None), MemoryStore)
+        path = self.mktemp() + ".sqlite3"
+        calls = []
+        store = openStore(f"sqlite:{path}", type("R", (), {"callFromThread": lambda self, *a: calls.append(a)})())
+        self.assertIsInstance(store, SQLiteStore)
+        service = StoreService(store)
+        service.startService()
+        service.stopService()
+        self.assertTrue(store.closed)

@@ -302,7 +302,7 @@ class MakeServiceTests(SynchronousTestCase):
 
     def options(self, module, *argv: str) -> usage.Options:
         options = module.Options()
-        options.parseOptions(["--cert-dir", self.certDir, *argv])
+        options.parseOptions(["--cert-dir", self.certDir, *_memoryStore(module), *argv])
         return options
 
     def start(self, module, *argv: str):
@@ -583,5 +583,12 @@ class DaemonServiceTests(SynchronousTestCase):
 def _optionsFor(module, folder: str):
     makeDevelopmentCertificates(folder)
     options = module.Options()
-    options.parseOptions(["--cert-dir", folder, "--port", "0"])
+    options.parseOptions(["--cert-dir", folder, "--port", "0", *_memoryStore(module)])
     return options
+
+
+def _memoryStore(module) -> list[str]:
+    """
+    C{--store memory} for the plugins that have a store, so these tests write no files.
+    """
+    return ["--store", "memory"] if module in (msgqueue, allinone) else []

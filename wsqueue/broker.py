@@ -10,7 +10,6 @@ lives here so that it can be tested without a network.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -23,8 +22,6 @@ from wsqueue.store.base import Entry, IMessageStore
 READ_BATCH = 500
 """The most entries handed to one consumer per store read."""
 
-MAX_PRODUCERS_REMEMBERED = 100_000
-"""How many producers' last sequence numbers are kept for de-duplication."""
 
 
 class Consumer(Protocol):
@@ -87,7 +84,6 @@ class QueueBroker:
         self._byConsumer: dict[Consumer, _ConsumerState] = {}
         self._pushers: set[Pausable] = set()
         self._paused = False
-        self._producerSeqs: OrderedDict[str, int] = OrderedDict()
         self._dispatchCall = None
         self._dispatching = False
         self._dispatchAgain = False
@@ -116,13 +112,7 @@ class QueueBroker:
         """
         if producer is None or not isinstance(seq, int):
             return False
-        return seq <= self._producerSeqs.get(producer, 0)
-
-    def _remember(self, producer: str, seq: int) -> None:
-        self._producerSeqs[producer] = seq
-        self._producerSeqs.move_to_end(producer)
-        if len(self._producerSeqs) > MAX_PRODUCERS_REMEMBERED:
-            self._producerSeqs.popitem(last=False)
+        return seq <= self.store.lastSequences.get(producer, 0)
 
     def push(
         self,
@@ -136,9 +126,7 @@ class QueueBroker:
         @param lastSeq: the highest sequence number of C{producer} among them, kept
             so that a resend of the same messages is recognised by L{isDuplicate}.
         """
-        if producer is not None and lastSeq is not None:
-            self._remember(producer, lastSeq)
-        d = self.store.append(messages)
+        d = self.store.append(messages, producer, lastSeq)
         d.addCallback(self._appended)
         return d
 

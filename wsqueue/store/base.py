@@ -52,10 +52,19 @@ class IMessageStore(Interface):
         "comparable within one epoch: a consumer that sees a new epoch starts over."
     )
     retained = Attribute("How many entries the store holds now (an int).")
+    lastSequences = Attribute(
+        "Producer name to the highest sequence number stored from it (a dict), so that "
+        "a producer's resend of what the store already has can be recognised, also "
+        "after a restart of a durable store."
+    )
 
-    def append(messages: Sequence[tuple[str, str]]) -> Deferred[list[int]]:
+    def append(
+        messages: Sequence[tuple[str, str]], producer: str | None = None, lastSeq: int | None = None
+    ) -> Deferred[list[int]]:
         """
-        Append C{(topic, content)} pairs in order and fire with their offsets.
+        Append C{(topic, content)} pairs in order and fire with their offsets once they
+        are stored (for a durable store: committed).  C{lastSeq}, the highest sequence
+        number among them from C{producer}, is stored in the same transaction.
         """
 
     def readGroup(group: str, consumer: str, count: int) -> Deferred[list[Entry]]:

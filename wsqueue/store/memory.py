@@ -19,6 +19,9 @@ from zope.interface import implementer
 
 from wsqueue.store.base import Entry, IMessageStore, PendingEntry
 
+MAX_PRODUCERS_REMEMBERED = 100_000
+"""How many producers' last sequence numbers are kept, most recently seen first kept."""
+
 
 class _Group:
     """
@@ -55,12 +58,19 @@ class MemoryStore:
         self._firstOffset = 1
         self._nextOffset = 1
         self._groups: dict[str, _Group] = {}
+        self.lastSequences: dict[str, int] = {}
 
     @property
     def retained(self) -> int:
         return len(self._entries)
 
-    def append(self, messages: Sequence[tuple[str, str]]) -> Deferred[list[int]]:
+    def append(
+        self, messages: Sequence[tuple[str, str]], producer: str | None = None, lastSeq: int | None = None
+    ) -> Deferred[list[int]]:
+        if producer is not None and lastSeq is not None:
+            self.lastSequences[producer] = max(lastSeq, self.lastSequences.pop(producer, 0))
+            if len(self.lastSequences) > MAX_PRODUCERS_REMEMBERED:
+                del self.lastSequences[next(iter(self.lastSequences))]
         offsets = []
         for topic, content in messages:
             offset = self._nextOffset

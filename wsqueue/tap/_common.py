@@ -10,6 +10,7 @@ from contextlib import contextmanager
 
 from twisted.application import strports
 from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
@@ -91,13 +92,29 @@ class _Listening(MultiService):
             raise SystemExit(f"wsqueue: cannot listen on {e.interface or '*'}:{e.port}: {e.socketError}")
 
 
-def listeningService(factory: StageServerFactory, port: int, interface: str, certDir: str, reactor) -> MultiService:
+class StopInOrder(MultiService):
     """
-    A TLS listener for C{factory} plus the service that closes its connections with
-    1001 on stop.  C{strports} makes a port in use abort start-up.
+    A MultiService that stops its children one after another, the last added first,
+    each once the one before has finished (MultiService stops them all at once):
+    msgqueue must close its connections before it closes its store.
+    """
+
+    def stopService(self) -> Deferred:
+        Service.stopService(self)
+        d = succeed(None)
+        for child in reversed(list(self)):
+            d.addBoth(lambda _, child=child: child.stopService())
+        return d
+
+
+def listeningService(factory: StageServerFactory, description: str, reactor) -> MultiService:
+    """
+    A TLS listener (a C{strports} C{description}, see L{serverDescription}) for
+    C{factory} plus the service that closes its connections with 1001 on stop.
+    C{strports} makes a port in use abort start-up.
     """
     service = _Listening()
-    strports.service(serverDescription(port, interface, certDir), factory, reactor=reactor).setServiceParent(service)
+    strports.service(description, factory, reactor=reactor).setServiceParent(service)
     ConnectionCloser(factory).setServiceParent(service)
     return service
 
@@ -111,7 +128,8 @@ def linkedStageService(
     """
     factory = makeFactory(owner, buildAuthenticator(options, reactor, log), options.limits(), reactor)
     link = buildLink(options, reactor, path, owner, log, retryPolicy)
-    service = listeningService(factory, options["port"] if port is None else port, options["interface"], options["cert-dir"], reactor)
+    description = serverDescription(options["port"] if port is None else port, options["interface"], options["cert-dir"])
+    service = listeningService(factory, description, reactor)
     link.setServiceParent(service)
     service.owner = owner
     service.factory = factory

@@ -1,0 +1,365 @@
+# -*- test-case-name: tests.test_store -*-
+"""
+A durable L{IMessageStore} in SQLite: what msgqueue uses by default.
+
+All SQL runs on one dedicated writer thread, never on the reactor.  Operations queue
+up while a transaction commits, and the next transaction takes them all (group
+commit), so a burst of appends costs one fsync.  A Deferred fires only after its
+transaction has committed with C{synchronous=FULL} in WAL mode: an acknowledged
+message survives a crash of the process or the machine.
+
+Consumer-group positions and pending entries are stored too, so a restart resumes
+every group where it left off; entries that were pending for consumers of the old
+process go back to their groups.  The file is checked with C{PRAGMA quick_check} when
+it is opened, and a damaged file is refused with one line, never silently used.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from wsqueue.store.base import Entry, IMessageStore, PendingEntry
+
+SCHEMA_VERSION = "1"
+MAX_BATCH_OPERATIONS = 1000
+"""The most queued operations one transaction takes."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (
+    offset INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    content TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS groups (name TEXT PRIMARY KEY, next_offset INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS pending (
+    grp TEXT NOT NULL,
+    offset INTEGER NOT NULL,
+    consumer TEXT NOT NULL,
+    deliveries INTEGER NOT NULL,
+    PRIMARY KEY (grp, offset)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS producers (name TEXT PRIMARY KEY, last_seq INTEGER NOT NULL, updated REAL NOT NULL);
+"""
+
+
+class StoreError(Exception):
+    """
+    The store cannot be opened or used; the message is one line naming the file.
+    """
+
+
+class _Database:
+    """
+    The SQL of the store.  Every method runs on the one thread that owns the connection.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        directory = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(directory, exist_ok=True)
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._check()
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(_SCHEMA)
+            self.epoch = self._epoch()
+            # Entries pending for consumers of a previous process go back to their groups.
+            self.db.execute("UPDATE pending SET consumer = '' WHERE consumer != ''")
+            first, last = self.db.execute("SELECT MIN(offset), MAX(offset) FROM entries").fetchone()
+            self.lastSequences = dict(self.db.execute("SELECT name, last_seq FROM producers"))
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"store {path} is unusable: {e}") from None
+        except OSError as e:
+            raise StoreError(f"cannot open store {path}: {e.strerror}") from None
+        self._loadBounds(first, last)
+
+    def _loadBounds(self, first: int | None, last: int | None) -> None:
+        self.first = first if first is not None else self._nextOffset()
+        self.next = (last + 1) if last is not None else self.first
+
+    def reload(self) -> None:
+        """
+        Read the bounds again after a transaction was rolled back.
+        """
+        self._loadBounds(*self.db.execute("SELECT MIN(offset), MAX(offset) FROM entries").fetchone())
+
+    def _check(self) -> None:
+        result = self.db.execute("PRAGMA quick_check").fetchall()
+        if result != [("ok",)]:
+            problems = "; ".join(row[0] for row in result[:3])
+            raise sqlite3.DatabaseError(f"quick_check failed ({problems})")
+
+    def _epoch(self) -> str:
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+        if row is not None:
+            return row[0]
+        epoch = uuid.uuid4().hex
+        self.db.execute("INSERT INTO meta VALUES ('epoch', ?), ('schema', ?)", (epoch, SCHEMA_VERSION))
+        return epoch
+
+    def _nextOffset(self) -> int:
+        row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'entries'").fetchone()
+        return (row[0] + 1) if row is not None else 1
+
+    @property
+    def retained(self) -> int:
+        return self.next - self.first
+
+    # -- operations -------------------------------------------------------------
+
+    def append(self, messages: Sequence[tuple[str, str]], producer: str | None, lastSeq: int | None) -> list[int]:
+        self.db.executemany("INSERT INTO entries (topic, content) VALUES (?, ?)", messages)
+        if producer is not None and lastSeq is not None:
+            self.db.execute(
+                "INSERT INTO producers VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+                "last_seq = MAX(last_seq, excluded.last_seq), updated = excluded.updated",
+                (producer, lastSeq, time.time()),
+            )
+        offsets = list(range(self.next, self.next + len(messages)))
+        self.next += len(messages)
+        return offsets
+
+    def _group(self, group: str) -> int:
+        row = self.db.execute("SELECT next_offset FROM groups WHERE name = ?", (group,)).fetchone()
+        if row is not None:
+            return row[0]
+        self.db.execute("INSERT INTO groups VALUES (?, ?)", (group, self.first))
+        return self.first
+
+    def readGroup(self, group: str, consumer: str, count: int) -> list[Entry]:
+        nextOffset = self._group(group)
+        released = [
+            row[0]
+            for row in self.db.execute(
+                "SELECT offset FROM pending WHERE grp = ? AND consumer = '' ORDER BY offset LIMIT ?", (group, count)
+            )
+        ]
+        self.db.executemany(
+            "UPDATE pending SET consumer = ?, deliveries = deliveries + 1 WHERE grp = ? AND offset = ?",
+            [(consumer, group, offset) for offset in released],
+        )
+        result = [Entry(offset, topic, content) for offset, topic, content in self._entries(released)]
+        fresh = list(
+            self.db.execute(
+                "SELECT offset, topic, content FROM entries WHERE offset >= ? ORDER BY offset LIMIT ?",
+                (nextOffset, count - len(result)),
+            )
+        ) if count > len(result) else []
+        if fresh:
+            self.db.executemany(
+                "INSERT INTO pending VALUES (?, ?, ?, 1)", [(group, offset, consumer) for offset, _, _ in fresh]
+            )
+            self.db.execute("UPDATE groups SET next_offset = ? WHERE name = ?", (fresh[-1][0] + 1, group))
+            result.extend(Entry(offset, topic, content) for offset, topic, content in fresh)
+        return result
+
+    def _entries(self, offsets: list[int]) -> list[tuple[int, str, str]]:
+        if not offsets:
+            return []
+        marks = ",".join("?" * len(offsets))
+        return list(
+            self.db.execute(f"SELECT offset, topic, content FROM entries WHERE offset IN ({marks}) ORDER BY offset", offsets)
+        )
+
+    def ack(self, group: str, offsets: Sequence[int]) -> int:
+        cursor = self.db.executemany("DELETE FROM pending WHERE grp = ? AND offset = ?", [(group, o) for o in offsets])
+        acked = cursor.rowcount
+        self._trim()
+        return acked
+
+    def _trim(self) -> None:
+        # The lowest offset any group still needs: its oldest pending entry, else its position.
+        row = self.db.execute(
+            "SELECT MIN(needed) FROM (SELECT MIN(COALESCE((SELECT MIN(offset) FROM pending WHERE grp = g.name), "
+            "g.next_offset), g.next_offset) AS needed FROM groups AS g)"
+        ).fetchone()
+        lowest = row[0]
+        if lowest is None or lowest <= self.first:
+            return
+        self.db.execute("DELETE FROM entries WHERE offset < ?", (lowest,))
+        self.first = min(lowest, self.next)
+
+    def pending(self, group: str) -> list[PendingEntry]:
+        return [
+            PendingEntry(offset, consumer, deliveries)
+            for offset, consumer, deliveries in self.db.execute(
+                "SELECT offset, consumer, deliveries FROM pending WHERE grp = ? AND consumer != '' ORDER BY offset",
+                (group,),
+            )
+        ]
+
+    def release(self, group: str, consumer: str) -> int:
+        if not consumer:
+            return 0
+        cursor = self.db.execute("UPDATE pending SET consumer = '' WHERE grp = ? AND consumer = ?", (group, consumer))
+        return cursor.rowcount
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class _Operation:
+    __slots__ = ("args", "deferred", "failure", "name", "result")
+
+    def __init__(self, name: str, args: tuple) -> None:
+        self.name = name
+        self.args = args
+        self.deferred: Deferred = Deferred()
+        self.result: Any = None
+        self.failure: Failure | None = None
+
+
+def runBatch(database: _Database, operations: list[_Operation]) -> None:
+    """
+    Run C{operations} in one transaction, each under its own savepoint so that one
+    failing operation does not undo the others; commit once.  If the commit fails,
+    every operation in the batch fails.
+    """
+    try:
+        database.db.execute("BEGIN IMMEDIATE")
+        for number, operation in enumerate(operations):
+            database.db.execute(f"SAVEPOINT op{number}")
+            try:
+                operation.result = getattr(database, operation.name)(*operation.args)
+            except Exception:  # noqa: BLE001 -- reported to that operation's caller
+                operation.failure = Failure()
+                database.db.execute(f"ROLLBACK TO op{number}")
+            database.db.execute(f"RELEASE op{number}")
+        database.db.execute("COMMIT")
+    except Exception:  # noqa: BLE001 -- the whole batch failed to commit
+        failure = Failure()
+        try:
+            database.db.execute("ROLLBACK")
+            database.reload()
+        except sqlite3.Error:
+            pass
+        for operation in operations:
+            operation.failure = failure
+
+
+@implementer(IMessageStore)
+class SQLiteStore:
+    """
+    The durable store.  C{retained} and C{lastSequences} are kept on the reactor's side.
+
+    @param runInline: run each operation at once in the calling thread instead of on
+        the writer thread (for tests that drive the store synchronously).
+    """
+
+    def __init__(self, path: str, callFromThread: Callable | None = None, runInline: bool = False) -> None:
+        self.path = path
+        self._inline = runInline
+        self._callFromThread = callFromThread
+        self._queue: queue.SimpleQueue[_Operation | None] = queue.SimpleQueue()
+        if runInline:
+            self._database = _Database(path)
+        else:
+            self._database = self._openOnThread(path)
+        self.epoch = self._database.epoch
+        self.lastSequences = dict(self._database.lastSequences)
+        self.retained = self._database.retained
+        self.closed = False
+
+    def _openOnThread(self, path: str) -> _Database:
+        opened: queue.SimpleQueue = queue.SimpleQueue()
+
+        def run() -> None:
+            try:
+                database = _Database(path)
+            except StoreError as e:
+                opened.put(e)
+                return
+            opened.put(database)
+            self._serve(database)
+
+        self._thread = threading.Thread(target=run, name=f"wsqueue-store {path}", daemon=True)
+        self._thread.start()
+        result = opened.get()
+        if isinstance(result, StoreError):
+            raise result
+        return result
+
+    def _serve(self, database: _Database) -> None:
+        while True:
+            operation = self._queue.get()
+            if operation is None:
+                database.close()
+                return
+            batch = [operation]
+            while len(batch) < MAX_BATCH_OPERATIONS:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)
+                    break
+                batch.append(more)
+            runBatch(database, batch)
+            self._callFromThread(self._finished, batch, database.retained)
+
+    def _finished(self, batch: list[_Operation], retained: int) -> None:
+        self.retained = retained
+        for operation in batch:
+            if operation.failure is not None:
+                operation.deferred.errback(operation.failure)
+            else:
+                operation.deferred.callback(operation.result)
+
+    def _submit(self, name: str, *args) -> Deferred:
+        if self.closed:
+            return fail(StoreError(f"store {self.path} is closed"))
+        operation = _Operation(name, args)
+        if self._inline:
+            runBatch(self._database, [operation])
+            self._finished([operation], self._database.retained)
+        else:
+            self._queue.put(operation)
+        return operation.deferred
+
+    def append(
+        self, messages: Sequence[tuple[str, str]], producer: str | None = None, lastSeq: int | None = None
+    ) -> Deferred[list[int]]:
+        if producer is not None and lastSeq is not None:
+            self.lastSequences[producer] = max(lastSeq, self.lastSequences.get(producer, 0))
+        return self._submit("append", list(messages), producer, lastSeq)
+
+    def readGroup(self, group: str, consumer: str, count: int) -> Deferred[list[Entry]]:
+        return self._submit("readGroup", group, consumer, count)
+
+    def ack(self, group: str, offsets: Sequence[int]) -> Deferred[int]:
+        return self._submit("ack", group, list(offsets))
+
+    def pending(self, group: str) -> Deferred[list[PendingEntry]]:
+        return self._submit("pending", group)
+
+    def release(self, group: str, consumer: str) -> Deferred[int]:
+        return self._submit("release", group, consumer)
+
+    def close(self) -> Deferred[None]:
+        """
+        Finish what is queued, then close the file; fire when it is closed.
+        """
+        if self.closed:
+            return succeed(None)
+        if self._inline:
+            self.closed = True
+            self._database.close()
+            return succeed(None)
+        last = self._submit("pending", "")
+        self.closed = True
+        self._queue.put(None)
+        return last.addCallback(lambda _: None)
