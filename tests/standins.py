@@ -105,7 +105,8 @@ class StandInQueue:
 
 
 def startLink(
-    testCase: TestCase, port: int, path: str, owner, user: str = "hello", password: str = "test", retryPolicy=None
+    testCase: TestCase, port: int, path: str, owner, user: str = "hello", password: str = "test", retryPolicy=None,
+    startDelay: float = 0.0,
 ) -> QueueLink:
     """
     A running L{QueueLink} from C{owner} to a msgqueue on C{port}, retrying quickly,
@@ -113,7 +114,7 @@ def startLink(
     """
     url = f"wss://localhost:{port}"
     link = QueueLink(reactor, clientEndpoint(reactor, url, caPath()), url + path, user, password, owner, Limits(),
-                     retryPolicy=retryPolicy or (lambda attempt: 0.05))
+                     retryPolicy=retryPolicy or (lambda attempt: 0.05), startDelay=startDelay)
     link.startService()
     testCase.addCleanup(link.stopService)
     return link

@@ -97,6 +97,26 @@ class LinkShutdownTests(TestCase):
         self.assertEqual(connection.remoteCloseCode, 1001)
 
 
+class LinkStartDelayTests(TestCase):
+    timeout = 20
+
+    async def test_startDelay(self) -> None:
+        """
+        A link with a start delay (the subscriber's --resume-grace) connects only
+        after it, and stopping before then cancels it.
+        """
+        queue = StandInQueue(self)
+        port = queue.listen()
+        started = reactor.seconds()
+        link = startLink(self, port, "/popmsg", _Owner(), startDelay=0.3)
+        await waitFor(lambda: queue.poppers and link.protocol, what="the delayed link")
+        self.assertGreaterEqual(reactor.seconds() - started, 0.3)
+        early = startLink(self, port, "/popmsg", _Owner(), startDelay=30)
+        await early.stopService()
+        self.assertFalse(early._delayedStart.active())
+        self.assertEqual(len(queue.poppers), 1)
+
+
 class _Owner:
     def linkOpened(self, link) -> None:
         pass

@@ -16,7 +16,7 @@ from twisted.trial.unittest import TestCase
 from wsqueue import subscriber as subscriberModule
 from wsqueue.auth import basicHeader, makeAuthenticator
 from wsqueue.server import Limits
-from wsqueue.subscriber import QueueReader, TopicRegistry, makeSubscriberFactory
+from wsqueue.subscriber import QueueReader, SubscribeHandler, TopicRegistry, makeSubscriberFactory
 
 from .helpers import Clients, listenTLS, nextJSON, noFrameWithin, rawRequest, upgradeRequest, waitFor
 from .standins import StandInQueue, startLink
@@ -100,6 +100,34 @@ class SubscriberTests(TestCase):
         self.assertEqual(stalled.frames.pending, [])
         stalled.transport.resumeProducing()
         await waitFor(lambda: len(stalled.frames.pending) == count, what="the stalled client catching up")
+
+    async def test_slowConsumerClosed(self) -> None:
+        """
+        A client that lets more than --max-client-buffer bytes pile up is closed with
+        1008 "slow consumer" and forgotten; the others get everything.
+        """
+        # The healthy client shares this process's reactor with the server, so it can
+        # lag behind under this burst: give it room, and the stalled one very little.
+        for path, limit in (("/small", 50_000), ("/large", 256 * 1024 * 1024)):
+            self.factory.routes[path] = lambda connection, request, limit=limit: SubscribeHandler(
+                connection, request, self.registry, limit
+            )
+        stalled, healthy = await self.clients.connect(self.port, "/small"), await self.clients.connect(self.port, "/large")
+        for client in (stalled, healthy):
+            client.sendMessage(b'{"Topic": "x", "Content": "sub", "Id": 1}')
+            self.assertEqual(await nextJSON(client), {"Ack": 1})
+        stalled.transport.pauseProducing()
+        # Enough to fill the kernel's socket buffers on loopback (megabytes), then the limit.
+        count, content = 2000, "z" * 8000
+        for offset in range(1, count + 1):
+            self.popper.deliver("x", content, offset)
+        await waitFor(lambda: len(healthy.frames.pending) == count, what="everything at the healthy client")
+        await waitFor(lambda: self.registry.slowConsumersClosed == 1, what="the slow consumer to be closed")
+        self.assertEqual([h.connection.path for h in self.registry.subscribers("x")], ["/large"])
+        stalled.transport.resumeProducing()
+        code, reason = await stalled.closed
+        self.assertEqual((code, reason), (1008, "slow consumer"))
+        self.assertLess(len(stalled.frames.pending), count)
 
     async def test_subscribedTwiceReceivesOnce(self) -> None:
         """

@@ -592,3 +592,28 @@ def _memoryStore(module) -> list[str]:
     C{--store memory} for the plugins that have a store, so these tests write no files.
     """
     return ["--store", "memory"] if module in (msgqueue, allinone) else []
+
+
+class SubscriberOptionsTests(SynchronousTestCase):
+    """
+    The subscriber's client-buffer bound and resume grace.
+    """
+
+    def test_defaultsAndValues(self) -> None:
+        """
+        --max-client-buffer defaults to 1 MiB and --resume-grace to 0; both reach the
+        factory and the link; negative or zero values are refused.
+        """
+        options = subscriber.Options()
+        options.parseOptions([])
+        self.assertEqual((options["max-client-buffer"], options["resume-grace"]), (1048576, 0.0))
+        folder = self.mktemp()
+        makeDevelopmentCertificates(folder)
+        options = subscriber.Options()
+        options.parseOptions(["--cert-dir", folder, "--max-client-buffer", "4096", "--resume-grace", "2.5"])
+        service = subscriber.makeService(options, reactor=MemoryReactorClock())
+        self.assertEqual(service.link.startDelay, 2.5)
+        handler = service.factory.routes["/subscribe"](type("C", (), {})(), None)
+        self.assertEqual(handler.maxClientBuffer, 4096)
+        for bad in (["--max-client-buffer", "0"], ["--resume-grace", "-1"]):
+            self.assertRaises(usage.UsageError, subscriber.Options().parseOptions, bad)

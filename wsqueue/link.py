@@ -183,8 +183,12 @@ class QueueLink(Service):
         owner: LinkOwner,
         limits: Limits,
         retryPolicy: RetryPolicy | None = None,
+        startDelay: float = 0.0,
     ) -> None:
         self.url = url
+        self.reactor = reactor
+        self.startDelay = startDelay
+        self._delayedStart = None
         self.owner = owner
         self.protocol: LinkProtocol | None = None
         self.failedHandshakes = 0
@@ -233,10 +237,17 @@ class QueueLink(Service):
 
     def startService(self) -> None:
         super().startService()
-        self._client.startService()
+        if self.startDelay > 0:
+            self.log.info("waiting {delay} s before reading msgqueue", delay=self.startDelay)
+            self._delayedStart = self.reactor.callLater(self.startDelay, self._client.startService)
+        else:
+            self._client.startService()
 
     def stopService(self) -> Deferred:
         super().stopService()
+        if self._delayedStart is not None and self._delayedStart.active():
+            self._delayedStart.cancel()
+            return succeed(None)
         protocol = self.protocol
         if protocol is not None and protocol.isOpen:
             closeWith(protocol, GOING_AWAY, "stage shutting down")

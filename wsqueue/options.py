@@ -39,6 +39,13 @@ def _port(value: str) -> int:
     return number
 
 
+def _nonNegativeFloat(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise ValueError("must not be negative")
+    return number
+
+
 def _positiveFloat(value: str) -> float:
     number = float(value)
     if number <= 0:
@@ -140,7 +147,7 @@ def buildAuthenticator(options: ServerOptions, reactor, log):
         raise StartupError(str(e))
 
 
-def buildLink(options, reactor, path: str, owner, log, retryPolicy=None) -> QueueLink:
+def buildLink(options, reactor, path: str, owner, log, retryPolicy=None, startDelay: float = 0.0) -> QueueLink:
     """
     The reconnecting link to msgqueue at C{path} (with its query).
     """
@@ -154,5 +161,5 @@ def buildLink(options, reactor, path: str, owner, log, retryPolicy=None) -> Queu
     url = options["queue"].rstrip("/") + path
     return QueueLink(
         reactor, endpoint, url, options["queue-user"], options["queue-password"],
-        owner, options.limits(), retryPolicy=retryPolicy,
+        owner, options.limits(), retryPolicy=retryPolicy, startDelay=startDelay,
     )

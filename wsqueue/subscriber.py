@@ -16,14 +16,18 @@ import json
 from collections import deque
 
 from autobahn.websocket.types import ConnectionRequest
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from wsqueue import wire
 from wsqueue.auth import BasicAuthenticator
 from wsqueue.link import LinkOwner, LinkProtocol
-from wsqueue.server import EndpointHandler, Limits, StageServerFactory, StageServerProtocol
+from wsqueue.server import EndpointHandler, Limits, StageServerFactory, StageServerProtocol, closeWith
 
 MAX_SUBSCRIPTIONS_PER_CLIENT = 10_000
+DEFAULT_MAX_CLIENT_BUFFER = 1024 * 1024
+POLICY_VIOLATION = 1008
 RECENT_OFFSETS = 100_000
 """How many handled offsets are remembered to recognise a redelivery (well above
 msgqueue's window of unacknowledged messages per consumer)."""
@@ -36,6 +40,7 @@ class TopicRegistry:
 
     def __init__(self) -> None:
         self._byTopic: dict[str, set[SubscribeHandler]] = {}
+        self.slowConsumersClosed = 0
 
     def subscribe(self, topic: str, client: SubscribeHandler) -> None:
         self._byTopic.setdefault(topic, set()).add(client)
@@ -106,7 +111,8 @@ class QueueReader(LinkOwner):
         if not clients:
             return
         prepared = self.factory.prepareMessage(payload)
-        for client in clients:
+        # A copy: a client found too slow is unsubscribed while we go through them.
+        for client in tuple(clients):
             client.sendPrepared(prepared)
 
     def _scheduleAck(self) -> None:
@@ -120,15 +126,39 @@ class QueueReader(LinkOwner):
             self._toAck = None
 
 
+@implementer(IPushProducer)
 class SubscribeHandler(EndpointHandler):
     """
     A client on C{/subscribe}.
+
+    It is its transport's producer, so it learns when the client stops keeping up:
+    once the socket's buffer is full, what the subscriber writes for this client is
+    counted, and past C{maxClientBuffer} bytes the client is closed with 1008 ("slow
+    consumer") instead of holding memory without bound or slowing the others.
     """
 
-    def __init__(self, connection: StageServerProtocol, request: ConnectionRequest, registry: TopicRegistry) -> None:
+    def __init__(
+        self, connection: StageServerProtocol, request: ConnectionRequest, registry: TopicRegistry, maxClientBuffer: int
+    ) -> None:
         super().__init__(connection, request)
         self.registry = registry
+        self.maxClientBuffer = maxClientBuffer
         self.topics: set[str] = set()
+        self.backlog: int | None = None
+
+    def opened(self) -> None:
+        self.connection.transport.registerProducer(self, True)
+
+    # IPushProducer: the transport says when its buffer is full and when it drained.
+    def pauseProducing(self) -> None:
+        if self.backlog is None:
+            self.backlog = 0
+
+    def resumeProducing(self) -> None:
+        self.backlog = None
+
+    def stopProducing(self) -> None:
+        self.backlog = None
 
     def received(self, payload: bytes, isBinary: bool) -> None:
         request = wire.parseSubscribe(payload, isBinary)
@@ -150,23 +180,49 @@ class SubscribeHandler(EndpointHandler):
             self.connection.send(wire.ack(request.id))
 
     def closed(self) -> None:
+        self._forget()
+
+    def _forget(self) -> None:
         for topic in self.topics:
             self.registry.unsubscribe(topic, self)
         self.topics.clear()
 
     def sendPrepared(self, prepared) -> None:
-        if self.connection.isOpen:
-            self.connection.sendPreparedMessage(prepared)
+        if not self.connection.isOpen:
+            return
+        if self.backlog is not None:
+            self.backlog += len(prepared.payloadHybi)
+            if self.backlog > self.maxClientBuffer:
+                self._tooSlow()
+                return
+        self.connection.sendPreparedMessage(prepared)
+
+    def _tooSlow(self) -> None:
+        self.log.warn(
+            "closing {peer} ({user}): slow consumer, more than {limit} bytes waiting",
+            peer=self.connection.peer, user=self.connection.user, limit=self.maxClientBuffer,
+        )
+        self.registry.slowConsumersClosed += 1
+        self._forget()
+        closeWith(self.connection, POLICY_VIOLATION, "slow consumer")
 
 
 def makeSubscriberFactory(
-    reader: QueueReader, authenticator: BasicAuthenticator, limits: Limits, reactor
+    reader: QueueReader,
+    authenticator: BasicAuthenticator,
+    limits: Limits,
+    reactor,
+    maxClientBuffer: int = DEFAULT_MAX_CLIENT_BUFFER,
 ) -> StageServerFactory:
     """
     The WebSocket server factory of the subscriber (and its reader's broadcast framing).
     """
     factory = StageServerFactory(
-        {"/subscribe": lambda connection, request: SubscribeHandler(connection, request, reader.registry)},
+        {
+            "/subscribe": lambda connection, request: SubscribeHandler(
+                connection, request, reader.registry, maxClientBuffer
+            )
+        },
         authenticator,
         limits,
         reactor,

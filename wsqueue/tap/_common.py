@@ -120,14 +120,14 @@ def listeningService(factory: StageServerFactory, description: str, reactor) -> 
 
 
 def linkedStageService(
-    options, reactor, owner, makeFactory, path: str, port: int | None = None, retryPolicy=None
+    options, reactor, owner, makeFactory, path: str, port: int | None = None, retryPolicy=None, startDelay: float = 0.0
 ) -> MultiService:
     """
     A stage that listens and keeps a link to msgqueue at C{path} (publisher,
     subscriber); C{owner} is its side of the link, C{makeFactory} builds its server.
     """
     factory = makeFactory(owner, buildAuthenticator(options, reactor, log), options.limits(), reactor)
-    link = buildLink(options, reactor, path, owner, log, retryPolicy)
+    link = buildLink(options, reactor, path, owner, log, retryPolicy, startDelay)
     description = serverDescription(options["port"] if port is None else port, options["interface"], options["cert-dir"])
     service = listeningService(factory, description, reactor)
     link.setServiceParent(service)

@@ -11,8 +11,8 @@ from twisted.application.service import MultiService
 from twisted.python import usage
 
 from wsqueue import wire
-from wsqueue.options import LinkedServerOptions, defaultGroup
-from wsqueue.subscriber import QueueReader, TopicRegistry, makeSubscriberFactory
+from wsqueue.options import LinkedServerOptions, _nonNegativeFloat, _positiveInt, defaultGroup
+from wsqueue.subscriber import DEFAULT_MAX_CLIENT_BUFFER, QueueReader, TopicRegistry, makeSubscriberFactory
 from wsqueue.tap._common import daemonService, linkedStageService
 
 
@@ -22,6 +22,11 @@ class Options(LinkedServerOptions):
     defaultPort = 8082
     optParameters = [
         ["group", None, None, "Consumer group on msgqueue [default: subscriber-<host>-<port>, stable across restarts]."],
+        ["max-client-buffer", None, DEFAULT_MAX_CLIENT_BUFFER,
+         "Bytes waiting for one client before it is closed with 1008 (slow consumer).", _positiveInt],
+        ["resume-grace", None, 0.0,
+         "Seconds to wait after start before reading msgqueue, so clients can subscribe again after a restart.",
+         _nonNegativeFloat],
     ]
 
     def postOptions(self) -> None:
@@ -39,7 +44,13 @@ def buildSubscriber(options: Options, reactor, port: int | None = None, retryPol
     """
     path = f"/popmsg?group={quote(options['group'], safe='')}&ack=explicit"
     reader = QueueReader(TopicRegistry(), reactor)
-    return linkedStageService(options, reactor, reader, makeSubscriberFactory, path, port, retryPolicy)
+
+    def makeFactory(owner, authenticator, limits, reactor):
+        return makeSubscriberFactory(owner, authenticator, limits, reactor, options["max-client-buffer"])
+
+    return linkedStageService(
+        options, reactor, reader, makeFactory, path, port, retryPolicy, startDelay=options["resume-grace"]
+    )
 
 
 def makeService(options: Options, reactor=None) -> MultiService:
