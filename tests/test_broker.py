@@ -9,13 +9,13 @@ network is involved.
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from wsqueue.broker import READ_BATCH, QueueBroker
+from wsqueue.broker import READ_BATCH, QueueBroker, Retention
 from wsqueue.store import memory as memoryModule
 from wsqueue.store.base import Entry
 from wsqueue.store.memory import MemoryStore
@@ -82,10 +82,10 @@ class SlowStore:
     def append(self, messages, producer=None, lastSeq=None):
         return self.store.append(messages, producer, lastSeq)
 
-    def readGroup(self, group, consumer, count):
+    def readGroup(self, group, consumer, count, maxDeliver=None):
         if self.failReads:
             return fail(RuntimeError("store is broken"))
-        entries = self.successResultOf(self.store.readGroup(group, consumer, count))
+        entries = self.successResultOf(self.store.readGroup(group, consumer, count, maxDeliver))
         d = Deferred()
         self.reads.append((d, entries))
         return d
@@ -650,3 +650,104 @@ class SlowStoreTests(SynchronousTestCase):
         self.broker.consumerWritable()
         self.settle()
         self.assertEqual(consumer.offsets, [1])
+
+
+class MaintenanceTests(SynchronousTestCase):
+    """
+    The broker's periodic maintenance: the ack wait, dead letters, retention limits,
+    group expiry, and refusing pushes while stopping or far past the bound.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.store = MemoryStore(now=self.clock.seconds)
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def broker(self, **kwargs) -> QueueBroker:
+        self.broker_ = QueueBroker(self.store, self.clock, maxQueued=100, maxInFlight=10, **kwargs)
+        return self.broker_
+
+    def maintain(self) -> None:
+        self.successResultOf(ensureDeferred(self.broker_.maintain()))
+        self.clock.advance(0)
+
+    def test_ackWaitRedelivers(self) -> None:
+        """
+        An entry not acknowledged within the ack wait goes to another consumer of
+        the group, and no longer counts against the first one's window.
+        """
+        broker = self.broker(ackWait=30)
+        silent = FakeConsumer("silent", explicitAck=True)
+        broker.addConsumer(silent)
+        self.successResultOf(broker.push(messages("a")))
+        self.clock.advance(0)
+        self.assertEqual(silent.offsets, [1])
+        silent.writable = False
+        other = FakeConsumer("other", explicitAck=True)
+        broker.addConsumer(other)
+        self.clock.advance(29)
+        self.maintain()
+        self.assertEqual(other.offsets, [])
+        self.clock.advance(2)
+        self.maintain()
+        self.assertEqual(other.offsets, [1])
+        self.assertEqual(broker._byConsumer[silent].inFlight, [])
+        self.assertTrue([e for e in self.events if "not acknowledged within" in e["log_format"]])
+
+    def test_maxDeliverDeadLetters(self) -> None:
+        """
+        After --max-deliver deliveries an entry is dead-lettered, not delivered again.
+        """
+        broker = self.broker(maxDeliver=2)
+        self.successResultOf(broker.push(messages("a")))
+        for number in range(3):
+            consumer = FakeConsumer(f"c{number}", explicitAck=True)
+            broker.addConsumer(consumer)
+            self.clock.advance(0)
+            self.assertEqual(consumer.offsets, [1] if number < 2 else [])
+            self.successResultOf(broker.removeConsumer(consumer))
+            self.clock.advance(0)
+        [letter] = self.successResultOf(self.store.deadLetters("g"))
+        self.assertEqual((letter.offset, letter.deliveries), (1, 2))
+
+    def test_retentionLogsPerGroup(self) -> None:
+        """
+        Retention limits drop the oldest entries and say which group lost how many.
+        """
+        self.broker(retention=Retention(maxMessages=2, groupExpiry=None))
+        self.successResultOf(self.store.readGroup("absent", "gone", 0))
+        self.successResultOf(self.broker_.push(messages("a", "b", "c", "d", "e")))
+        self.maintain()
+        self.assertEqual(self.store.retained, 2)
+        [line] = [e for e in self.events if "retention limits dropped" in e["log_format"]]
+        self.assertEqual((line["group"], line["count"]), ("absent", 3))
+
+    def test_groupExpiry(self) -> None:
+        """
+        A group without consumers idle past the expiry is removed and logged; a group
+        with a connected consumer is kept however idle.
+        """
+        self.broker(retention=Retention(groupExpiry=60))
+        present = FakeConsumer("here", group="present")
+        self.broker_.addConsumer(present)
+        self.successResultOf(self.store.readGroup("absent", "gone", 0))
+        self.clock.advance(61)
+        self.maintain()
+        [line] = [e for e in self.events if "removed: idle" in e["log_format"]]
+        self.assertEqual(line["group"], "absent")
+        self.clock.advance(1)
+        self.assertEqual(self.successResultOf(self.store.expireGroups(0.5, set())), ["present"])
+
+    def test_refusals(self) -> None:
+        """
+        Pushes are refused while stopping, and past the hard limit (what arrives after
+        the pause began), with a reason; otherwise they are taken.
+        """
+        broker = self.broker()
+        self.assertIsNone(broker.refusal())
+        self.assertEqual(broker.hardLimit, 1100)
+        self.successResultOf(broker.push(messages(*["t"] * 1100)))
+        self.assertIn("full", broker.refusal())
+        broker.stopping = True
+        self.assertIn("shutting down", broker.refusal())
+        self.clock.advance(0)

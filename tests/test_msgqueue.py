@@ -235,3 +235,17 @@ class MsgQueueTests(TestCase):
         self.assertEqual(await nextJSON(pusher), {"Ack": "late"})
         contents = [(await nextJSON(popper))["Content"] for _ in range(52)]
         self.assertEqual(contents[-1], "late")
+
+    async def test_refusedWhileStopping(self) -> None:
+        """
+        While msgqueue shuts down, every pushed message with an Id gets an Error with
+        that Id, never an Ack, and nothing is stored.
+        """
+        pusher = await self.clients.connect(self.port, "/pushmsg")
+        self.broker.stopping = True
+        pusher.sendMessage(json.dumps([{"Topic": "t", "Content": "a", "Id": 1}, {"Topic": "t", "Content": "b", "Id": 2}]).encode())
+        replies = [await nextJSON(pusher), await nextJSON(pusher)]
+        self.assertEqual([(r["Id"], "shutting down" in r["Error"]) for r in replies], [(1, True), (2, True)])
+        pusher.sendMessage(message("t", "no id"))
+        self.assertIn("shutting down", (await nextJSON(pusher))["Error"])
+        self.assertEqual(self.broker.store.retained, 0)

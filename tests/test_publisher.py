@@ -286,3 +286,21 @@ class ForwarderTests(TestCase):
         self.forwarder.linkReceived(link, b"garbage", False)
         self.forwarder.linkReceived(link, b'{"Error": "general"}', False)
         self.assertEqual([e["log_level"] for e in events], [LogLevel.error, LogLevel.error])
+
+    def test_drain(self) -> None:
+        """
+        Draining refuses new messages and fires once msgqueue acknowledged (or
+        refused) everything held.
+        """
+        link = FakeLink()
+        self.forwarder.linkOpened(link)
+        self.submit(3)
+        self.clock.advance(0)
+        drained = self.forwarder.drain()
+        self.assertNoResult(drained)
+        self.assertIn("shutting down", self.submit(1, 3)[0].reason)
+        self.forwarder.linkReceived(link, b'{"Ack": 2}', False)
+        self.assertNoResult(drained)
+        self.forwarder.linkReceived(link, b'{"Error": "no room", "Id": 3}', False)
+        self.successResultOf(drained)
+        self.successResultOf(self.forwarder.drain())

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 from twisted.internet.defer import gatherResults
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
@@ -31,6 +32,7 @@ class StoreConformanceMixin:
         raise NotImplementedError
 
     def setUp(self) -> None:
+        self.clock = Clock()
         self.store = self.makeStore()
 
     def append(self, *topics: str) -> list[int]:
@@ -47,6 +49,91 @@ class StoreConformanceMixin:
 
     def pending(self, group: str) -> list[PendingEntry]:
         return self.successResultOf(self.store.pending(group))
+
+    def test_expiredDeliveriesGoBack(self) -> None:
+        """
+        Entries unacknowledged for longer than the ack wait go back to their group,
+        to be handed out again first, with their delivery count going up.
+        """
+        self.append("a", "b")
+        self.read("g", "c1", 1)
+        self.clock.advance(10)
+        self.read("g", "c1", 1)
+        self.assertEqual(self.successResultOf(self.store.releaseExpired(5)), [("g", 1)])
+        self.assertEqual(self.read("g", "c2"), [1])
+        self.assertEqual([(p.offset, p.consumer, p.deliveries) for p in self.pending("g")], [(1, "c2", 2), (2, "c1", 1)])
+        self.assertEqual(self.successResultOf(self.store.releaseExpired(5)), [])
+
+    def test_maxDeliverDeadLetters(self) -> None:
+        """
+        An entry delivered maxDeliver times moves to the dead letters instead of
+        being handed out again, and no longer holds the store back.
+        """
+        self.append("a", "b")
+        for _ in range(2):
+            self.read("g", "c1", 1)
+            self.successResultOf(self.store.release("g", "c1"))
+        entries = self.successResultOf(self.store.readGroup("g", "c1", 5, maxDeliver=2))
+        self.assertEqual([e.offset for e in entries], [2])
+        [letter] = self.successResultOf(self.store.deadLetters("g"))
+        self.assertEqual((letter.group, letter.offset, letter.topic, letter.content, letter.deliveries), ("g", 1, "a", "c-a", 2))
+        self.assertEqual(self.successResultOf(self.store.deadLetters()), [letter])
+        self.assertEqual(self.successResultOf(self.store.deadLetters("other")), [])
+        self.successResultOf(self.store.ack("g", [2]))
+        self.assertEqual(self.store.retained, 0)
+
+    def test_lateAckOfReleasedEntryIgnored(self) -> None:
+        """
+        An ack for an entry already given back to the group does not remove it: it
+        will be handed out again.
+        """
+        self.append("a")
+        self.read("g", "c1")
+        self.successResultOf(self.store.release("g", "c1"))
+        self.assertEqual(self.successResultOf(self.store.ack("g", [1])), 0)
+        self.assertEqual(self.read("g", "c2"), [1])
+
+    def test_retentionByCount(self) -> None:
+        """
+        Past maxMessages the oldest entries go, and each group is told how many
+        entries it had not acknowledged were lost.
+        """
+        self.append("a", "b", "c", "d")
+        self.read("slow", "c2", 1)
+        self.read("fast", "c1")
+        self.successResultOf(self.store.ack("fast", [1, 2, 3, 4]))
+        self.assertEqual(self.successResultOf(self.store.applyRetention(2, None, None)), {"slow": 2})
+        self.assertEqual(self.store.retained, 2)
+        self.assertEqual(self.read("slow", "c2"), [3, 4])
+        self.assertEqual(self.pending("slow")[0].offset, 3)
+
+    def test_retentionByBytesAndAge(self) -> None:
+        """
+        maxBytes keeps the newest entries that fit; maxAge drops entries stored longer ago.
+        """
+        self.append("a")
+        self.clock.advance(100)
+        self.append("b", "c")
+        self.assertEqual(self.successResultOf(self.store.applyRetention(None, None, 50)), {})
+        self.assertEqual(self.store.retained, 2)
+        self.assertEqual(self.successResultOf(self.store.applyRetention(None, 4, None)), {})
+        self.assertEqual(self.store.retained, 1)
+        self.assertEqual(self.read("g", "c1"), [3])
+        self.assertEqual(self.successResultOf(self.store.applyRetention(None, None, None)), {})
+
+    def test_groupExpiry(self) -> None:
+        """
+        Groups idle for longer than the expiry are removed (unless active) and stop
+        holding entries back.
+        """
+        self.append("a")
+        self.read("idle", "c1")
+        self.read("busy", "c2")
+        self.clock.advance(100)
+        self.assertEqual(self.successResultOf(self.store.expireGroups(50, {"busy"})), ["idle"])
+        self.assertEqual(self.successResultOf(self.store.expireGroups(50, {"busy"})), [])
+        self.successResultOf(self.store.ack("busy", [1]))
+        self.assertEqual(self.store.retained, 0)
 
     def test_interface(self) -> None:
         """
@@ -290,7 +377,7 @@ class MemoryStoreTests(StoreConformanceMixin, SynchronousTestCase):
     """
 
     def makeStore(self) -> MemoryStore:
-        return MemoryStore()
+        return MemoryStore(now=self.clock.seconds)
 
 
 class SQLiteStoreTests(StoreConformanceMixin, SynchronousTestCase):
@@ -300,7 +387,7 @@ class SQLiteStoreTests(StoreConformanceMixin, SynchronousTestCase):
 
     def makeStore(self) -> SQLiteStore:
         self.path = self.mktemp() + ".sqlite3"
-        store = SQLiteStore(self.path, runInline=True)
+        store = SQLiteStore(self.path, runInline=True, now=self.clock.seconds)
         self.addCleanup(store.close)
         return store
 

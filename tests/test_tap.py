@@ -15,7 +15,9 @@ import signal
 import socket
 
 from twisted.application.service import IService, IServiceMaker, Service
+from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
+from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.plugin import getPlugins
@@ -23,6 +25,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from wsqueue.auth import basicHeader, writeCredentialsFile
+from wsqueue.broker import Retention
 from wsqueue.certs import makeDevelopmentCertificates
 from wsqueue.options import defaultGroup
 from wsqueue.server import Limits
@@ -617,3 +620,65 @@ class SubscriberOptionsTests(SynchronousTestCase):
         self.assertEqual(handler.maxClientBuffer, 4096)
         for bad in (["--max-client-buffer", "0"], ["--resume-grace", "-1"]):
             self.assertRaises(usage.UsageError, subscriber.Options().parseOptions, bad)
+
+
+class ShutdownTests(SynchronousTestCase):
+    """
+    Stopping in order, within --shutdown-timeout.
+    """
+
+    def test_stopsInOrderAndWaits(self) -> None:
+        """
+        Children stop one after another, last added first, each after the previous
+        one's Deferred fired.
+        """
+        order, gate = [], Deferred()
+        root = _common.StopInOrder()
+        _common.CallOnStop(lambda: order.append("first-added")).setServiceParent(root)
+        _common.CallOnStop(lambda: order.append("last-added") or gate).setServiceParent(root)
+        root.startService()
+        stopped = root.stopService()
+        self.assertEqual(order, ["last-added"])
+        gate.callback(None)
+        self.assertEqual(order, ["last-added", "first-added"])
+        self.successResultOf(stopped)
+
+    def test_timeout(self) -> None:
+        """
+        A stop that takes longer than the timeout is logged and reported done.
+        """
+        clock = Clock()
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        root = _common.StopInOrder()
+        root.shutdownTimeout = (clock, 10)
+        _common.CallOnStop(Deferred).setServiceParent(root)
+        root.startService()
+        stopped = root.stopService()
+        clock.advance(9)
+        self.assertNoResult(stopped)
+        clock.advance(1)
+        self.successResultOf(stopped)
+        self.assertTrue([e for e in events if "did not finish within" in e["log_format"]])
+
+    def test_optionsReachTheDaemon(self) -> None:
+        """
+        --shutdown-timeout, --ack-wait, --max-deliver, the retention limits and
+        --group-expiry (with units, or never) reach msgqueue's service and broker.
+        """
+        folder = self.mktemp()
+        makeDevelopmentCertificates(folder)
+        options = msgqueue.Options()
+        options.parseOptions(["--cert-dir", folder, "--store", "memory", "--shutdown-timeout", "3",
+                              "--ack-wait", "2m", "--max-deliver", "9", "--retention-max-messages", "50",
+                              "--retention-max-bytes", "4096", "--retention-max-age", "1h", "--group-expiry", "2d"])
+        reactor = MemoryReactorClock()
+        service = msgqueue.makeService(options, reactor=reactor)
+        broker = service.broker
+        self.assertEqual(service.shutdownTimeout, (reactor, 3.0))
+        self.assertEqual((broker.ackWait, broker.maxDeliver), (120.0, 9))
+        self.assertEqual(broker.retention, Retention(50, 4096, 3600.0, 172800.0))
+        never = msgqueue.Options()
+        never.parseOptions(["--group-expiry", "never"])
+        self.assertIsNone(never.retention().groupExpiry)
+        for bad in (["--group-expiry", "soon"], ["--ack-wait", "0"], ["--retention-max-age", "-5m"]):
+            self.assertRaises(usage.UsageError, msgqueue.Options().parseOptions, bad)

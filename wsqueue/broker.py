@@ -11,6 +11,7 @@ lives here so that it can be tested without a network.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -57,14 +58,32 @@ class _ConsumerState:
         self.inFlight: list[int] = []
 
 
+@dataclass(frozen=True)
+class Retention:
+    """
+    What an absent group may pin: past any of these the oldest entries are dropped
+    (L{None}: no limit), and groups idle for C{groupExpiry} seconds are removed.
+    """
+
+    maxMessages: int | None = None
+    maxBytes: int | None = None
+    maxAge: float | None = None
+    groupExpiry: float | None = 7 * 24 * 3600
+
+
 class QueueBroker:
     """
     Puts pushed messages into an L{IMessageStore} and hands them to consumer groups.
 
     @ivar maxQueued: when the store holds this many entries, every pusher is paused
-        (TCP flow control) until consumers catch up; nothing is dropped.
+        (TCP flow control) until consumers catch up; past L{hardLimit} (what was
+        already read when the pause began) pushes are refused with an error.
     @ivar maxInFlight: how many unacknowledged entries one explicit-ack consumer may
         hold; at-most-once consumers are paced by their connection's write buffer.
+    @ivar ackWait: seconds an explicit-ack consumer has to acknowledge an entry
+        before it goes back to its group.
+    @ivar maxDeliver: deliveries of one entry before it moves to the dead letters.
+    @ivar stopping: set when msgqueue shuts down: pushes are refused from then on.
     """
 
     log = Logger()
@@ -75,11 +94,19 @@ class QueueBroker:
         clock: IReactorTime,
         maxQueued: int = 100_000,
         maxInFlight: int = 1000,
+        ackWait: float = 30.0,
+        maxDeliver: int | None = 5,
+        retention: Retention = Retention(),
     ) -> None:
         self.store = store
         self.clock = clock
         self.maxQueued = maxQueued
+        self.hardLimit = maxQueued + max(1000, maxQueued // 10)
         self.maxInFlight = maxInFlight
+        self.ackWait = ackWait
+        self.maxDeliver = maxDeliver
+        self.retention = retention
+        self.stopping = False
         self._consumers: dict[str, list[_ConsumerState]] = {}
         self._byConsumer: dict[Consumer, _ConsumerState] = {}
         self._pushers: set[Pausable] = set()
@@ -104,6 +131,16 @@ class QueueBroker:
     @property
     def full(self) -> bool:
         return self.store.retained >= self.maxQueued
+
+    def refusal(self) -> str | None:
+        """
+        Why a push must be refused now, or L{None} if it can be taken.
+        """
+        if self.stopping:
+            return "msgqueue is shutting down; message not stored"
+        if self.store.retained >= self.hardLimit:
+            return "msgqueue is full; message not stored"
+        return None
 
     def isDuplicate(self, producer: str | None, seq: object) -> bool:
         """
@@ -251,7 +288,7 @@ class QueueBroker:
                     room = self._room(state)
                     if room <= 0 or state.consumer not in self._byConsumer:
                         continue
-                    entries = await self.store.readGroup(group, state.consumer.name, room)
+                    entries = await self.store.readGroup(group, state.consumer.name, room, self.maxDeliver)
                     if not entries:
                         break
                     if state.consumer not in self._byConsumer:
@@ -271,3 +308,41 @@ class QueueBroker:
                         members.append(state)
                     progress = True
         self._updatePause()
+
+    # -- maintenance -----------------------------------------------------------
+
+    async def maintain(self) -> None:
+        """
+        Run once a second or so: give back deliveries not acknowledged within the ack
+        wait, apply the retention limits, and remove expired groups.
+        """
+        changed = False
+        expired = await self.store.releaseExpired(self.ackWait)
+        if expired:
+            changed = True
+            self._forgetInFlight(expired)
+            self.log.info("{count} delivery(ies) not acknowledged within {wait} s go back to their groups",
+                          count=len(expired), wait=self.ackWait)
+        retention = self.retention
+        if (retention.maxMessages, retention.maxBytes, retention.maxAge) != (None, None, None):
+            lost = await self.store.applyRetention(retention.maxMessages, retention.maxBytes, retention.maxAge)
+            changed = changed or bool(lost)
+            for group, count in sorted(lost.items()):
+                self.log.warn("retention limits dropped {count} unacknowledged message(s) of group {group}",
+                              count=count, group=group)
+        if retention.groupExpiry is not None:
+            for group in await self.store.expireGroups(retention.groupExpiry, set(self._consumers)):
+                changed = True
+                self.log.warn("group {group} removed: idle for more than {expiry} s", group=group,
+                              expiry=retention.groupExpiry)
+        if changed:
+            self._updatePause()
+            self._scheduleDispatch()
+
+    def _forgetInFlight(self, expired: list[tuple[str, int]]) -> None:
+        byGroup: dict[str, set[int]] = {}
+        for group, offset in expired:
+            byGroup.setdefault(group, set()).add(offset)
+        for group, offsets in byGroup.items():
+            for state in self._consumers.get(group, ()):
+                state.inFlight = [offset for offset in state.inFlight if offset not in offsets]

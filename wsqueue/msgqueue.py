@@ -63,6 +63,10 @@ class PushHandler(EndpointHandler):
         objects = self._decode(payload, isBinary)
         if objects is None:
             return
+        refusal = self.broker.refusal()
+        if refusal is not None:
+            self._refuseAll(objects, refusal)
+            return
         messages: list[tuple[str, str]] = []
         lastId: wire.JSONId = None
         hasId = False
@@ -88,6 +92,13 @@ class PushHandler(EndpointHandler):
             return
         d = self.broker.push(messages, self.producer, lastSeq)
         d.addCallbacks(self._stored, self._failed, callbackArgs=(lastId, hasId), errbackArgs=(lastId, hasId))
+
+    def _refuseAll(self, objects: list, reason: str) -> None:
+        withIds = [obj["Id"] for obj in objects if isinstance(obj, dict) and "Id" in obj]
+        for requestId in withIds:
+            self.connection.sendError(wire.WireError(reason, requestId, True))
+        if not withIds:
+            self.connection.sendError(wire.WireError(reason))
 
     def _decode(self, payload: bytes, isBinary: bool) -> list | None:
         if isBinary:

@@ -46,6 +46,20 @@ def _nonNegativeFloat(value: str) -> float:
     return number
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(value: str) -> float:
+    """
+    Seconds from C{90}, C{90s}, C{15m}, C{12h} or C{7d}.
+    """
+    number, unit = (value[:-1], value[-1]) if value[-1:] in _UNITS else (value, "s")
+    seconds = float(number) * _UNITS[unit]
+    if seconds <= 0:
+        raise ValueError("must be a positive duration")
+    return seconds
+
+
 def _positiveFloat(value: str) -> float:
     number = float(value)
     if number <= 0:
@@ -66,6 +80,7 @@ class ServerOptions(usage.Options):
         ["credentials", None, None, "Credentials file (see wsqueue-passwd) [default: only the demo account hello/test]."],
         ["max-message-size", None, 1024 * 1024, "Largest message a client may send, in bytes; bigger ones close with 1009.", _positiveInt],
         ["ping-interval", None, 20.0, "Seconds between WebSocket pings; a peer silent that long after a ping is dropped.", _positiveFloat],
+        ["shutdown-timeout", None, 10.0, "Seconds a stop may take to finish what is in flight before it goes on regardless.", _positiveFloat],
     ]
 
     def __init__(self) -> None:

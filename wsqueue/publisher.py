@@ -17,6 +17,7 @@ import uuid
 from collections import deque
 
 from autobahn.websocket.types import ConnectionRequest
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from wsqueue import wire
@@ -64,6 +65,7 @@ class Forwarder(LinkOwner):
         self._clients: set[PublishHandler] = set()
         self._paused = False
         self._flushCall = None
+        self._drained: list[Deferred[None]] = []
 
     @property
     def held(self) -> int:
@@ -145,6 +147,23 @@ class Forwarder(LinkOwner):
         else:
             self.unexpectedFrame(payload)
 
+    def drain(self) -> Deferred[None]:
+        """
+        Refuse new messages from now on; fire once msgqueue has acknowledged (or
+        refused) everything held.  The daemon's --shutdown-timeout bounds the wait.
+        """
+        self.stopping = True
+        d: Deferred[None] = Deferred()
+        self._drained.append(d)
+        self._checkDrained()
+        return d
+
+    def _checkDrained(self) -> None:
+        if self.stopping and not self.held:
+            self._drained, waiting = [], self._drained
+            for d in waiting:
+                d.callback(None)
+
     def _acked(self, upTo: int) -> None:
         while self._inFlight and self._inFlight[0].seq <= upTo:
             held = self._inFlight.popleft()
@@ -152,6 +171,7 @@ class Forwarder(LinkOwner):
                 held.origin.acknowledge(held.clientId)
         if self._paused and self.held < self.maxBuffered // 2:
             self._setPaused(False)
+        self._checkDrained()
 
     def _refused(self, reason: str, seq: object) -> None:
         for held in self._inFlight:
@@ -159,6 +179,7 @@ class Forwarder(LinkOwner):
                 self._inFlight.remove(held)
                 self.log.error("msgqueue refused message {seq}: {reason}", seq=seq, reason=reason)
                 held.origin.refuse(wire.WireError(reason, held.clientId, held.hasId))
+                self._checkDrained()
                 return
         self.log.error("msgqueue reported an error: {reason}", reason=reason)
 

@@ -42,6 +42,20 @@ class PendingEntry:
     deliveries: int
 
 
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """
+    An entry a group gave up on after too many deliveries, kept for an operator.
+    """
+
+    group: str
+    offset: int
+    topic: str
+    content: str
+    deliveries: int
+    at: float
+
+
 class IMessageStore(Interface):
     """
     The queue storage that msgqueue uses.
@@ -67,12 +81,14 @@ class IMessageStore(Interface):
         number among them from C{producer}, is stored in the same transaction.
         """
 
-    def readGroup(group: str, consumer: str, count: int) -> Deferred[list[Entry]]:
+    def readGroup(group: str, consumer: str, count: int, maxDeliver: int | None = None) -> Deferred[list[Entry]]:
         """
         Hand up to C{count} entries to C{consumer} of C{group}, creating the group at
         the oldest retained entry if it is new.  Entries returned to the group by
         L{release} come first, then entries the group has never seen, in offset order.
-        Every returned entry is pending for C{consumer} until L{ack}ed.
+        Every returned entry is pending for C{consumer} until L{ack}ed.  An entry that
+        has already been delivered C{maxDeliver} times moves to the group's dead
+        letters instead (see L{deadLetters}).
         """
 
     def ack(group: str, offsets: Sequence[int]) -> Deferred[int]:
@@ -89,6 +105,33 @@ class IMessageStore(Interface):
         """
         Give every entry pending for C{consumer} back to C{group} (the consumer has
         gone), to be handed out again before newer entries; fire with how many.
+        """
+
+    def releaseExpired(ackWait: float) -> Deferred[list[tuple[str, int]]]:
+        """
+        Give back to their groups the entries delivered more than C{ackWait} seconds
+        ago and still unacknowledged; fire with their C{(group, offset)}s.
+        """
+
+    def deadLetters(group: str | None = None) -> Deferred[list[DeadLetter]]:
+        """
+        Fire with the dead letters (of one group, or of all), oldest first.
+        """
+
+    def applyRetention(
+        maxMessages: int | None, maxBytes: int | None, maxAge: float | None
+    ) -> Deferred[dict[str, int]]:
+        """
+        Drop the oldest entries while the store holds more than C{maxMessages}
+        entries, C{maxBytes} bytes of topics and contents, or entries older than
+        C{maxAge} seconds, even if a group has not acknowledged them; fire with how
+        many entries each group lost that way.
+        """
+
+    def expireGroups(idle: float, active: set[str]) -> Deferred[list[str]]:
+        """
+        Remove the groups, other than C{active}, that have not read or acknowledged
+        anything for C{idle} seconds; fire with their names.
         """
 
     def close() -> Deferred[None]:

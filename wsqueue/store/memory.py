@@ -2,40 +2,46 @@
 """
 An in-memory L{IMessageStore}: fast, and gone when the process ends.
 
-Entries are kept until every group has acknowledged them.  With no group at all,
-entries are kept for the first group that comes, as a FIFO queue would.  The caller
-(msgqueue) bounds how many entries it lets in.
+Entries are kept until every group has acknowledged them (or a retention limit
+drops them).  With no group at all, entries are kept for the first group that
+comes, as a FIFO queue would.  The caller (msgqueue) bounds how many entries it
+lets in.
 """
 
 from __future__ import annotations
 
 import bisect
+import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
-from wsqueue.store.base import Entry, IMessageStore, PendingEntry
+from wsqueue.store.base import DeadLetter, Entry, IMessageStore, PendingEntry
 
 MAX_PRODUCERS_REMEMBERED = 100_000
 """How many producers' last sequence numbers are kept, most recently seen first kept."""
+
+MAX_DEAD_LETTERS = 10_000
+"""How many dead letters are kept in memory, newest kept."""
 
 
 class _Group:
     """
     One consumer group's position: the next entry it has never seen, entries given
-    back for redelivery, and entries pending per consumer.
+    back for redelivery, entries pending per consumer, and when it was last used.
     """
 
-    __slots__ = ("nextOffset", "pending", "redeliver")
+    __slots__ = ("lastActive", "nextOffset", "pending", "redeliver")
 
-    def __init__(self, nextOffset: int) -> None:
+    def __init__(self, nextOffset: int, now: float) -> None:
         self.nextOffset = nextOffset
         self.redeliver: list[int] = []
-        # offset -> [consumer, deliveries]; dicts keep delivery order.
+        # offset -> [consumer, deliveries, deliveredAt]; dicts keep delivery order.
         self.pending: dict[int, list] = {}
+        self.lastActive = now
 
     def lowestNeeded(self) -> int:
         lowest = self.nextOffset
@@ -45,19 +51,36 @@ class _Group:
             lowest = min(lowest, min(self.pending))
         return lowest
 
+    def forget(self, offset: int) -> bool:
+        """
+        Drop C{offset} (retention removed it); say whether the group still needed it.
+        """
+        needed = offset >= self.nextOffset or offset in self.pending
+        if offset >= self.nextOffset:
+            self.nextOffset = offset + 1
+        if self.pending.pop(offset, None) is not None and offset in self.redeliver:
+            self.redeliver.remove(offset)
+        return needed
+
 
 @implementer(IMessageStore)
 class MemoryStore:
     """
     Entries in a deque, groups in a dict; every operation completes synchronously.
+
+    @param now: the time, for delivery and storage timestamps (a test passes a clock's).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, now: Callable[[], float] = time.time) -> None:
         self.epoch = uuid.uuid4().hex
+        self._now = now
         self._entries: deque[Entry] = deque()
+        self._storedAt: deque[float] = deque()
+        self._bytes = 0
         self._firstOffset = 1
         self._nextOffset = 1
         self._groups: dict[str, _Group] = {}
+        self._deadLetters: deque[DeadLetter] = deque(maxlen=MAX_DEAD_LETTERS)
         self.lastSequences: dict[str, int] = {}
 
     @property
@@ -71,11 +94,14 @@ class MemoryStore:
             self.lastSequences[producer] = max(lastSeq, self.lastSequences.pop(producer, 0))
             if len(self.lastSequences) > MAX_PRODUCERS_REMEMBERED:
                 del self.lastSequences[next(iter(self.lastSequences))]
+        now = self._now()
         offsets = []
         for topic, content in messages:
             offset = self._nextOffset
             self._nextOffset += 1
             self._entries.append(Entry(offset, topic, content))
+            self._storedAt.append(now)
+            self._bytes += len(topic) + len(content)
             offsets.append(offset)
         return succeed(offsets)
 
@@ -85,33 +111,45 @@ class MemoryStore:
             return self._entries[index]
         return None
 
-    def readGroup(self, group: str, consumer: str, count: int) -> Deferred[list[Entry]]:
+    def _group(self, group: str) -> _Group:
         state = self._groups.get(group)
         if state is None:
-            state = self._groups[group] = _Group(self._firstOffset)
+            state = self._groups[group] = _Group(self._firstOffset, self._now())
+        return state
+
+    def readGroup(self, group: str, consumer: str, count: int, maxDeliver: int | None = None) -> Deferred[list[Entry]]:
+        state = self._group(group)
+        now = state.lastActive = self._now()
         result: list[Entry] = []
+        deadLettered = False
         while state.redeliver and len(result) < count:
             offset = state.redeliver.pop(0)
             entry = self._entry(offset)
-            if entry is not None:
-                result.append(entry)
-                deliveries = state.pending.pop(offset, [consumer, 0])[1]
-                state.pending[offset] = [consumer, deliveries + 1]
+            deliveries = state.pending[offset][1]
+            if maxDeliver is not None and deliveries >= maxDeliver:
+                del state.pending[offset]
+                self._deadLetters.append(DeadLetter(group, offset, entry.topic, entry.content, deliveries, now))
+                deadLettered = True
+                continue
+            result.append(entry)
+            state.pending[offset] = [consumer, deliveries + 1, now]
         while state.nextOffset < self._nextOffset and len(result) < count:
             entry = self._entry(state.nextOffset)
-            if entry is not None:
-                result.append(entry)
-                state.pending[entry.offset] = [consumer, 1]
+            result.append(entry)
+            state.pending[entry.offset] = [consumer, 1, now]
             state.nextOffset += 1
+        if deadLettered:
+            self._trim()
         return succeed(result)
 
     def ack(self, group: str, offsets: Sequence[int]) -> Deferred[int]:
         state = self._groups.get(group)
         if state is None:
             return succeed(0)
+        state.lastActive = self._now()
         acked = 0
         for offset in offsets:
-            if state.pending.pop(offset, None) is not None:
+            if offset not in state.redeliver and state.pending.pop(offset, None) is not None:
                 acked += 1
         self._trim()
         return succeed(acked)
@@ -123,31 +161,72 @@ class MemoryStore:
         return succeed(
             [
                 PendingEntry(offset, consumer, deliveries)
-                for offset, (consumer, deliveries) in sorted(state.pending.items())
-                if offset not in state.redeliver
+                for offset, (consumer, deliveries, _) in sorted(state.pending.items())
+                if consumer
             ]
         )
 
+    def _giveBack(self, state: _Group, offset: int) -> None:
+        # Stays in pending (keeping its delivery count) until handed out again.
+        state.pending[offset][0] = ""
+        bisect.insort(state.redeliver, offset)
+
     def release(self, group: str, consumer: str) -> Deferred[int]:
         state = self._groups.get(group)
-        if state is None:
+        if state is None or not consumer:
             return succeed(0)
-        released = [
-            offset
-            for offset, (owner, _) in state.pending.items()
-            if owner == consumer and offset not in state.redeliver
-        ]
+        released = [offset for offset, (owner, _, _) in state.pending.items() if owner == consumer]
         for offset in released:
-            # Stays in pending (keeping its delivery count) until handed out again.
-            state.pending[offset][0] = ""
-            bisect.insort(state.redeliver, offset)
+            self._giveBack(state, offset)
         return succeed(len(released))
+
+    def releaseExpired(self, ackWait: float) -> Deferred[list[tuple[str, int]]]:
+        deadline = self._now() - ackWait
+        expired = []
+        for name, state in self._groups.items():
+            for offset, (owner, _, deliveredAt) in list(state.pending.items()):
+                if owner and deliveredAt < deadline:
+                    self._giveBack(state, offset)
+                    expired.append((name, offset))
+        return succeed(expired)
+
+    def deadLetters(self, group: str | None = None) -> Deferred[list[DeadLetter]]:
+        return succeed([letter for letter in self._deadLetters if group is None or letter.group == group])
+
+    def applyRetention(
+        self, maxMessages: int | None, maxBytes: int | None, maxAge: float | None
+    ) -> Deferred[dict[str, int]]:
+        oldest = None if maxAge is None else self._now() - maxAge
+        lost: dict[str, int] = {}
+        while self._entries and (
+            (maxMessages is not None and len(self._entries) > maxMessages)
+            or (maxBytes is not None and self._bytes > maxBytes)
+            or (oldest is not None and self._storedAt[0] < oldest)
+        ):
+            entry = self._entries.popleft()
+            self._storedAt.popleft()
+            self._bytes -= len(entry.topic) + len(entry.content)
+            self._firstOffset += 1
+            for name, state in self._groups.items():
+                if state.forget(entry.offset):
+                    lost[name] = lost.get(name, 0) + 1
+        return succeed(lost)
+
+    def expireGroups(self, idle: float, active: set[str]) -> Deferred[list[str]]:
+        deadline = self._now() - idle
+        expired = [name for name, state in self._groups.items() if name not in active and state.lastActive < deadline]
+        for name in expired:
+            del self._groups[name]
+        self._trim()
+        return succeed(expired)
 
     def _trim(self) -> None:
         # With no group yet, everything is kept for the first one.
         lowest = min((group.lowestNeeded() for group in self._groups.values()), default=self._firstOffset)
         while self._entries and self._firstOffset < lowest:
-            self._entries.popleft()
+            entry = self._entries.popleft()
+            self._storedAt.popleft()
+            self._bytes -= len(entry.topic) + len(entry.content)
             self._firstOffset += 1
 
     def close(self) -> Deferred[None]:

@@ -29,7 +29,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from wsqueue.store.base import Entry, IMessageStore, PendingEntry
+from wsqueue.store.base import DeadLetter, Entry, IMessageStore, PendingEntry
 
 SCHEMA_VERSION = "1"
 MAX_BATCH_OPERATIONS = 1000
@@ -40,18 +40,30 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (
     offset INTEGER PRIMARY KEY AUTOINCREMENT,
     topic TEXT NOT NULL,
-    content TEXT NOT NULL
+    content TEXT NOT NULL,
+    stored REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS groups (name TEXT PRIMARY KEY, next_offset INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS groups (name TEXT PRIMARY KEY, next_offset INTEGER NOT NULL, last_active REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS pending (
     grp TEXT NOT NULL,
     offset INTEGER NOT NULL,
     consumer TEXT NOT NULL,
     deliveries INTEGER NOT NULL,
+    delivered REAL NOT NULL,
     PRIMARY KEY (grp, offset)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS producers (name TEXT PRIMARY KEY, last_seq INTEGER NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    grp TEXT NOT NULL,
+    offset INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    content TEXT NOT NULL,
+    deliveries INTEGER NOT NULL,
+    at REAL NOT NULL
+);
 """
+PRODUCER_EXPIRY = 7 * 24 * 3600
+"""Producers not heard from for this long are forgotten (their resends are long over)."""
 
 
 class StoreError(Exception):
@@ -65,8 +77,9 @@ class _Database:
     The SQL of the store.  Every method runs on the one thread that owns the connection.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, now: Callable[[], float] = time.time) -> None:
         self.path = path
+        self.now = now
         directory = os.path.dirname(os.path.abspath(path))
         try:
             os.makedirs(directory, exist_ok=True)
@@ -78,6 +91,7 @@ class _Database:
             self.epoch = self._epoch()
             # Entries pending for consumers of a previous process go back to their groups.
             self.db.execute("UPDATE pending SET consumer = '' WHERE consumer != ''")
+            self.db.execute("DELETE FROM producers WHERE updated < ?", (now() - PRODUCER_EXPIRY,))
             first, last = self.db.execute("SELECT MIN(offset), MAX(offset) FROM entries").fetchone()
             self.lastSequences = dict(self.db.execute("SELECT name, last_seq FROM producers"))
         except sqlite3.DatabaseError as e:
@@ -121,37 +135,50 @@ class _Database:
     # -- operations -------------------------------------------------------------
 
     def append(self, messages: Sequence[tuple[str, str]], producer: str | None, lastSeq: int | None) -> list[int]:
-        self.db.executemany("INSERT INTO entries (topic, content) VALUES (?, ?)", messages)
+        now = self.now()
+        self.db.executemany(
+            "INSERT INTO entries (topic, content, stored) VALUES (?, ?, ?)", [(t, c, now) for t, c in messages]
+        )
         if producer is not None and lastSeq is not None:
             self.db.execute(
                 "INSERT INTO producers VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
                 "last_seq = MAX(last_seq, excluded.last_seq), updated = excluded.updated",
-                (producer, lastSeq, time.time()),
+                (producer, lastSeq, now),
             )
         offsets = list(range(self.next, self.next + len(messages)))
         self.next += len(messages)
         return offsets
 
     def _group(self, group: str) -> int:
+        """
+        The group's position, creating the group at the oldest entry; marks it active.
+        """
+        now = self.now()
         row = self.db.execute("SELECT next_offset FROM groups WHERE name = ?", (group,)).fetchone()
         if row is not None:
+            self.db.execute("UPDATE groups SET last_active = ? WHERE name = ?", (now, group))
             return row[0]
-        self.db.execute("INSERT INTO groups VALUES (?, ?)", (group, self.first))
+        self.db.execute("INSERT INTO groups VALUES (?, ?, ?)", (group, self.first, now))
         return self.first
 
-    def readGroup(self, group: str, consumer: str, count: int) -> list[Entry]:
+    def readGroup(self, group: str, consumer: str, count: int, maxDeliver: int | None) -> list[Entry]:
         nextOffset = self._group(group)
-        released = [
-            row[0]
-            for row in self.db.execute(
-                "SELECT offset FROM pending WHERE grp = ? AND consumer = '' ORDER BY offset LIMIT ?", (group, count)
+        now = self.now()
+        released = list(
+            self.db.execute(
+                "SELECT offset, deliveries FROM pending WHERE grp = ? AND consumer = '' ORDER BY offset LIMIT ?",
+                (group, count),
             )
-        ]
-        self.db.executemany(
-            "UPDATE pending SET consumer = ?, deliveries = deliveries + 1 WHERE grp = ? AND offset = ?",
-            [(consumer, group, offset) for offset in released],
         )
-        result = [Entry(offset, topic, content) for offset, topic, content in self._entries(released)]
+        dead = [offset for offset, deliveries in released if maxDeliver is not None and deliveries >= maxDeliver]
+        if dead:
+            self._deadLetter(group, dead, now)
+        again = [offset for offset, _ in released if offset not in dead]
+        self.db.executemany(
+            "UPDATE pending SET consumer = ?, deliveries = deliveries + 1, delivered = ? WHERE grp = ? AND offset = ?",
+            [(consumer, now, group, offset) for offset in again],
+        )
+        result = [Entry(offset, topic, content) for offset, topic, content in self._entries(again)]
         fresh = list(
             self.db.execute(
                 "SELECT offset, topic, content FROM entries WHERE offset >= ? ORDER BY offset LIMIT ?",
@@ -160,11 +187,21 @@ class _Database:
         ) if count > len(result) else []
         if fresh:
             self.db.executemany(
-                "INSERT INTO pending VALUES (?, ?, ?, 1)", [(group, offset, consumer) for offset, _, _ in fresh]
+                "INSERT INTO pending VALUES (?, ?, ?, 1, ?)", [(group, offset, consumer, now) for offset, _, _ in fresh]
             )
             self.db.execute("UPDATE groups SET next_offset = ? WHERE name = ?", (fresh[-1][0] + 1, group))
             result.extend(Entry(offset, topic, content) for offset, topic, content in fresh)
         return result
+
+    def _deadLetter(self, group: str, offsets: list[int], now: float) -> None:
+        marks = ",".join("?" * len(offsets))
+        self.db.execute(
+            "INSERT INTO dead_letters SELECT p.grp, p.offset, e.topic, e.content, p.deliveries, ? "
+            f"FROM pending AS p JOIN entries AS e ON e.offset = p.offset WHERE p.grp = ? AND p.offset IN ({marks})",
+            (now, group, *offsets),
+        )
+        self.db.execute(f"DELETE FROM pending WHERE grp = ? AND offset IN ({marks})", (group, *offsets))
+        self._trim()
 
     def _entries(self, offsets: list[int]) -> list[tuple[int, str, str]]:
         if not offsets:
@@ -175,7 +212,10 @@ class _Database:
         )
 
     def ack(self, group: str, offsets: Sequence[int]) -> int:
-        cursor = self.db.executemany("DELETE FROM pending WHERE grp = ? AND offset = ?", [(group, o) for o in offsets])
+        self.db.execute("UPDATE groups SET last_active = ? WHERE name = ?", (self.now(), group))
+        cursor = self.db.executemany(
+            "DELETE FROM pending WHERE grp = ? AND offset = ? AND consumer != ''", [(group, o) for o in offsets]
+        )
         acked = cursor.rowcount
         self._trim()
         return acked
@@ -206,6 +246,71 @@ class _Database:
             return 0
         cursor = self.db.execute("UPDATE pending SET consumer = '' WHERE grp = ? AND consumer = ?", (group, consumer))
         return cursor.rowcount
+
+    def releaseExpired(self, ackWait: float) -> list[tuple[str, int]]:
+        deadline = self.now() - ackWait
+        expired = list(
+            self.db.execute("SELECT grp, offset FROM pending WHERE consumer != '' AND delivered < ?", (deadline,))
+        )
+        self.db.execute("UPDATE pending SET consumer = '' WHERE consumer != '' AND delivered < ?", (deadline,))
+        return expired
+
+    def deadLetters(self, group: str | None) -> list[DeadLetter]:
+        query = "SELECT grp, offset, topic, content, deliveries, at FROM dead_letters"
+        rows = self.db.execute(query + " WHERE grp = ? ORDER BY rowid", (group,)) if group is not None else (
+            self.db.execute(query + " ORDER BY rowid")
+        )
+        return [DeadLetter(*row) for row in rows]
+
+    def applyRetention(self, maxMessages: int | None, maxBytes: int | None, maxAge: float | None) -> dict[str, int]:
+        cut = self.first
+        if maxMessages is not None:
+            cut = max(cut, self.next - maxMessages)
+        if maxAge is not None:
+            row = self.db.execute("SELECT MIN(offset) FROM entries WHERE stored >= ?", (self.now() - maxAge,)).fetchone()
+            cut = max(cut, row[0] if row[0] is not None else self.next)
+        if maxBytes is not None:
+            # The newest entries that fit in maxBytes stay.
+            total = 0
+            keepFrom = self.next
+            for offset, size in self.db.execute(
+                "SELECT offset, LENGTH(topic) + LENGTH(content) FROM entries WHERE offset >= ? ORDER BY offset DESC",
+                (cut,),
+            ):
+                total += size
+                if total > maxBytes:
+                    break
+                keepFrom = offset
+            cut = max(cut, keepFrom)
+        if cut <= self.first:
+            return {}
+        lost = {}
+        for name, nextOffset in list(self.db.execute("SELECT name, next_offset FROM groups")):
+            unseen = max(0, cut - max(nextOffset, self.first))
+            pending = self.db.execute(
+                "SELECT COUNT(*) FROM pending WHERE grp = ? AND offset < ?", (name, cut)
+            ).fetchone()[0]
+            if unseen + pending:
+                lost[name] = unseen + pending
+        self.db.execute("DELETE FROM pending WHERE offset < ?", (cut,))
+        self.db.execute("UPDATE groups SET next_offset = ? WHERE next_offset < ?", (cut, cut))
+        self.db.execute("DELETE FROM entries WHERE offset < ?", (cut,))
+        self.first = cut
+        return lost
+
+    def expireGroups(self, idle: float, active: set[str]) -> list[str]:
+        deadline = self.now() - idle
+        expired = [
+            name
+            for (name,) in self.db.execute("SELECT name FROM groups WHERE last_active < ?", (deadline,))
+            if name not in active
+        ]
+        for name in expired:
+            self.db.execute("DELETE FROM pending WHERE grp = ?", (name,))
+            self.db.execute("DELETE FROM groups WHERE name = ?", (name,))
+        if expired:
+            self._trim()
+        return expired
 
     def close(self) -> None:
         self.db.close()
@@ -259,13 +364,20 @@ class SQLiteStore:
         the writer thread (for tests that drive the store synchronously).
     """
 
-    def __init__(self, path: str, callFromThread: Callable | None = None, runInline: bool = False) -> None:
+    def __init__(
+        self,
+        path: str,
+        callFromThread: Callable | None = None,
+        runInline: bool = False,
+        now: Callable[[], float] = time.time,
+    ) -> None:
         self.path = path
+        self._now = now
         self._inline = runInline
         self._callFromThread = callFromThread
         self._queue: queue.SimpleQueue[_Operation | None] = queue.SimpleQueue()
         if runInline:
-            self._database = _Database(path)
+            self._database = _Database(path, now)
         else:
             self._database = self._openOnThread(path)
         self.epoch = self._database.epoch
@@ -278,7 +390,7 @@ class SQLiteStore:
 
         def run() -> None:
             try:
-                database = _Database(path)
+                database = _Database(path, self._now)
             except StoreError as e:
                 opened.put(e)
                 return
@@ -337,8 +449,22 @@ class SQLiteStore:
             self.lastSequences[producer] = max(lastSeq, self.lastSequences.get(producer, 0))
         return self._submit("append", list(messages), producer, lastSeq)
 
-    def readGroup(self, group: str, consumer: str, count: int) -> Deferred[list[Entry]]:
-        return self._submit("readGroup", group, consumer, count)
+    def readGroup(self, group: str, consumer: str, count: int, maxDeliver: int | None = None) -> Deferred[list[Entry]]:
+        return self._submit("readGroup", group, consumer, count, maxDeliver)
+
+    def releaseExpired(self, ackWait: float) -> Deferred[list[tuple[str, int]]]:
+        return self._submit("releaseExpired", ackWait)
+
+    def deadLetters(self, group: str | None = None) -> Deferred[list[DeadLetter]]:
+        return self._submit("deadLetters", group)
+
+    def applyRetention(
+        self, maxMessages: int | None, maxBytes: int | None, maxAge: float | None
+    ) -> Deferred[dict[str, int]]:
+        return self._submit("applyRetention", maxMessages, maxBytes, maxAge)
+
+    def expireGroups(self, idle: float, active: set[str]) -> Deferred[list[str]]:
+        return self._submit("expireGroups", idle, set(active))
 
     def ack(self, group: str, offsets: Sequence[int]) -> Deferred[int]:
         return self._submit("ack", group, list(offsets))

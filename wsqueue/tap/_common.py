@@ -43,15 +43,17 @@ def startupErrors(tapname: str) -> Iterator[None]:
         raise SystemExit(f"{tapname}: {e}")
 
 
-def daemonService(tapname: str, reactor, build: Callable[[object], MultiService]) -> MultiService:
+def daemonService(tapname: str, options, reactor, build: Callable[[object], StopInOrder]) -> StopInOrder:
     """
     The service a plugin's C{makeService} returns: what C{build(reactor)} makes, with
-    configuration errors as one line, and SIGTERM as a clean stop with status 0.
+    configuration errors as one line, SIGTERM as a clean stop with status 0, and a
+    stop bounded by C{--shutdown-timeout}.
     """
     reactor = defaultReactor(reactor)
     with startupErrors(tapname):
         service = build(reactor)
     ExitCleanlyOnSigterm(reactor).setServiceParent(service)
+    service.shutdownTimeout = (reactor, options["shutdown-timeout"])
     return service
 
 
@@ -92,19 +94,56 @@ class _Listening(MultiService):
             raise SystemExit(f"wsqueue: cannot listen on {e.interface or '*'}:{e.port}: {e.socketError}")
 
 
+class CallOnStop(Service):
+    """
+    Calls C{f} when the daemon starts stopping (added last to a L{StopInOrder}, it
+    is stopped first); the stop waits for what C{f} returns, if it is a Deferred.
+    """
+
+    def __init__(self, f: Callable[[], object]) -> None:
+        self.f = f
+
+    def stopService(self) -> object:
+        super().stopService()
+        return self.f()
+
+
 class StopInOrder(MultiService):
     """
     A MultiService that stops its children one after another, the last added first,
     each once the one before has finished (MultiService stops them all at once):
-    msgqueue must close its connections before it closes its store.
+    a publisher drains what it holds before it closes its connections, msgqueue
+    closes its connections before it closes its store.
+
+    @ivar shutdownTimeout: L{None}, or C{(clock, seconds)}: a stop that takes longer
+        is logged and reported finished, so the process exits anyway.
     """
+
+    shutdownTimeout: tuple | None = None
 
     def stopService(self) -> Deferred:
         Service.stopService(self)
         d = succeed(None)
         for child in reversed(list(self)):
             d.addBoth(lambda _, child=child: child.stopService())
-        return d
+        if self.shutdownTimeout is None:
+            return d
+        clock, seconds = self.shutdownTimeout
+        finished: Deferred[None] = Deferred()
+
+        def late() -> None:
+            log.warn("shutdown did not finish within {seconds} s; stopping anyway", seconds=seconds)
+            finished.callback(None)
+
+        timer = clock.callLater(seconds, late)
+
+        def done(result: object) -> None:
+            if timer.active():
+                timer.cancel()
+                finished.callback(None)
+
+        d.addBoth(done)
+        return finished
 
 
 def listeningService(factory: StageServerFactory, description: str, reactor) -> MultiService:
@@ -129,8 +168,9 @@ def linkedStageService(
     factory = makeFactory(owner, buildAuthenticator(options, reactor, log), options.limits(), reactor)
     link = buildLink(options, reactor, path, owner, log, retryPolicy, startDelay)
     description = serverDescription(options["port"] if port is None else port, options["interface"], options["cert-dir"])
-    service = listeningService(factory, description, reactor)
+    service = StopInOrder()
     link.setServiceParent(service)
+    listeningService(factory, description, reactor).setServiceParent(service)
     service.owner = owner
     service.factory = factory
     service.link = link

@@ -13,7 +13,7 @@ from twisted.python import usage
 
 from wsqueue.options import _port
 from wsqueue.tap import msgqueue, publisher, subscriber
-from wsqueue.tap._common import daemonService
+from wsqueue.tap._common import StopInOrder, daemonService
 
 
 class Options(publisher.Options, subscriber.Options, msgqueue.Options):
@@ -31,6 +31,7 @@ class Options(publisher.Options, subscriber.Options, msgqueue.Options):
     def postOptions(self) -> None:
         self["port"] = self["subscriber-port"]
         subscriber.Options.postOptions(self)
+        msgqueue.Options.postOptions(self)
         host = "localhost" if self["interface"] in ("127.0.0.1", "0.0.0.0", "::", "::1", "") else self["interface"]
         if ":" in host:
             host = f"[{host}]"  # an IPv6 address must be bracketed in a URL
@@ -40,11 +41,13 @@ class Options(publisher.Options, subscriber.Options, msgqueue.Options):
 
 
 def makeService(options: Options, reactor=None) -> MultiService:
-    def build(reactor) -> MultiService:
-        service = MultiService()
+    def build(reactor) -> StopInOrder:
+        # Stopped in reverse: the subscriber, then the publisher (which drains into
+        # msgqueue), then msgqueue.
+        service = StopInOrder()
         msgqueue.buildMsgQueue(options, reactor, options["msgqueue-port"]).setServiceParent(service)
         publisher.buildPublisher(options, reactor, options["publisher-port"]).setServiceParent(service)
         subscriber.buildSubscriber(options, reactor, options["subscriber-port"]).setServiceParent(service)
         return service
 
-    return daemonService("wsqueue", reactor, build)
+    return daemonService("wsqueue", options, reactor, build)

@@ -5,19 +5,24 @@ C{twistd wsqueue-msgqueue}: the queue daemon.
 
 from __future__ import annotations
 
+from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
+from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 from twisted.python import usage
 
-from wsqueue.broker import QueueBroker
+from wsqueue.broker import QueueBroker, Retention
 from wsqueue.msgqueue import makeMsgQueueFactory
-from wsqueue.options import ServerOptions, StartupError, _positiveInt, buildAuthenticator
+from wsqueue.options import ServerOptions, StartupError, _duration, _positiveInt, buildAuthenticator
 from wsqueue.store.config import DEFAULT_STORE, StoreService, openStore, parseStoreSpec
 from wsqueue.store.sqlite import StoreError
-from wsqueue.tap._common import StopInOrder, daemonService, listeningService
+from wsqueue.tap._common import CallOnStop, StopInOrder, daemonService, listeningService
 from wsqueue.tls import serverDescription
 
 log = Logger()
+
+MAINTENANCE_INTERVAL = 1.0
+"""Seconds between runs of the broker's maintenance (ack wait, retention, expiry)."""
 
 
 class Options(ServerOptions):
@@ -28,14 +33,30 @@ class Options(ServerOptions):
         ["max-queued", None, 100_000, "Messages held before pushers are paused (flow control; nothing is dropped).", _positiveInt],
         ["max-in-flight", None, 1000, "Unacknowledged messages per ack=explicit consumer.", _positiveInt],
         ["store", None, DEFAULT_STORE, "Where the queue is kept: sqlite:PATH (durable) or memory."],
+        ["ack-wait", None, 30.0, "Seconds an ack=explicit consumer has to acknowledge before redelivery (or 30s, 5m...).", _duration],
+        ["max-deliver", None, 5, "Deliveries of one message before it moves to the dead letters.", _positiveInt],
+        ["retention-max-messages", None, None, "Most messages kept for groups that lag behind [default: no limit].", _positiveInt],
+        ["retention-max-bytes", None, None, "Most bytes of topics and contents kept [default: no limit].", _positiveInt],
+        ["retention-max-age", None, None, "Oldest message kept, e.g. 3600, 12h, 7d [default: no limit].", _duration],
+        ["group-expiry", None, "7d", "Groups with no consumer and no activity for this long are removed (or 'never')."],
     ]
 
     def postOptions(self) -> None:
         super().postOptions()
         try:
             parseStoreSpec(self["store"])
+            if self["group-expiry"] != "never" and not isinstance(self["group-expiry"], float):
+                self["group-expiry"] = _duration(self["group-expiry"])
         except ValueError as e:
             raise usage.UsageError(str(e))
+
+    def retention(self) -> Retention:
+        return Retention(
+            self["retention-max-messages"],
+            self["retention-max-bytes"],
+            self["retention-max-age"],
+            None if self["group-expiry"] == "never" else self["group-expiry"],
+        )
 
 
 def buildMsgQueue(options: Options, reactor, port: int | None = None) -> MultiService:
@@ -52,13 +73,21 @@ def buildMsgQueue(options: Options, reactor, port: int | None = None) -> MultiSe
         raise StartupError(str(e))
     service = StopInOrder()
     StoreService(store).setServiceParent(service)
-    broker = QueueBroker(store, reactor, maxQueued=options["max-queued"], maxInFlight=options["max-in-flight"])
+    broker = QueueBroker(
+        store, reactor, maxQueued=options["max-queued"], maxInFlight=options["max-in-flight"],
+        ackWait=options["ack-wait"], maxDeliver=options["max-deliver"], retention=options.retention(),
+    )
     factory = makeMsgQueueFactory(broker, authenticator, options.limits(), reactor)
     listeningService(factory, description, reactor).setServiceParent(service)
+    maintenance = TimerService(MAINTENANCE_INTERVAL, lambda: ensureDeferred(broker.maintain()))
+    maintenance.clock = reactor
+    maintenance.setServiceParent(service)
+    # Stopped first: from then on pushes are refused rather than stored half-way.
+    CallOnStop(lambda: setattr(broker, "stopping", True)).setServiceParent(service)
     service.broker = broker
     service.factory = factory
     return service
 
 
 def makeService(options: Options, reactor=None) -> MultiService:
-    return daemonService("wsqueue-msgqueue", reactor, lambda reactor: buildMsgQueue(options, reactor))
+    return daemonService("wsqueue-msgqueue", options, reactor, lambda reactor: buildMsgQueue(options, reactor))

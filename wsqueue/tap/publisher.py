@@ -9,7 +9,7 @@ from twisted.application.service import MultiService
 
 from wsqueue.options import LinkedServerOptions, _positiveInt
 from wsqueue.publisher import Forwarder, makePublisherFactory
-from wsqueue.tap._common import daemonService, linkedStageService
+from wsqueue.tap._common import CallOnStop, daemonService, linkedStageService
 
 
 class Options(LinkedServerOptions):
@@ -27,8 +27,11 @@ def buildPublisher(options: Options, reactor, port: int | None = None, retryPoli
     """
     forwarder = Forwarder(reactor, maxBuffered=options["max-buffered"])
     path = f"/pushmsg?producer={forwarder.producerName}"
-    return linkedStageService(options, reactor, forwarder, makePublisherFactory, path, port, retryPolicy)
+    service = linkedStageService(options, reactor, forwarder, makePublisherFactory, path, port, retryPolicy)
+    # Stopped first: refuse new messages, and wait for msgqueue to acknowledge the rest.
+    CallOnStop(forwarder.drain).setServiceParent(service)
+    return service
 
 
 def makeService(options: Options, reactor=None) -> MultiService:
-    return daemonService("wsqueue-publisher", reactor, lambda reactor: buildPublisher(options, reactor))
+    return daemonService("wsqueue-publisher", options, reactor, lambda reactor: buildPublisher(options, reactor))

@@ -54,4 +54,4 @@ def buildSubscriber(options: Options, reactor, port: int | None = None, retryPol
 
 
 def makeService(options: Options, reactor=None) -> MultiService:
-    return daemonService("wsqueue-subscriber", reactor, lambda reactor: buildSubscriber(options, reactor))
+    return daemonService("wsqueue-subscriber", options, reactor, lambda reactor: buildSubscriber(options, reactor))

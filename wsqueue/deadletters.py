@@ -1,0 +1,42 @@
+# -*- test-case-name: tests.test_deadletters -*-
+"""
+C{wsqueue-deadletters STORE [--group G]}: list the messages msgqueue gave up on.
+
+A message delivered C{--max-deliver} times without being acknowledged moves to its
+group's dead letters.  This reads them from msgqueue's SQLite file, read-only, so it
+is safe while msgqueue runs; one JSON object per line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
+    parser = argparse.ArgumentParser(prog="wsqueue-deadletters", description=__doc__.split("\n\n")[0].strip())
+    parser.add_argument("store", help="msgqueue's store file (the PATH of --store sqlite:PATH)")
+    parser.add_argument("--group", help="only this consumer group's dead letters")
+    args = parser.parse_args(argv)
+    try:
+        db = sqlite3.connect(f"file:{args.store}?mode=ro", uri=True)
+        query = "SELECT grp, offset, topic, content, deliveries, at FROM dead_letters"
+        rows = db.execute(query + " WHERE grp = ? ORDER BY rowid", (args.group,)) if args.group else db.execute(
+            query + " ORDER BY rowid"
+        )
+        for group, offset, topic, content, deliveries, at in rows:
+            line = {"Group": group, "Offset": offset, "Topic": topic, "Content": content, "Deliveries": deliveries, "At": at}
+            print(json.dumps(line, ensure_ascii=False), file=out)
+        db.close()
+    except sqlite3.Error as e:
+        print(f"wsqueue-deadletters: cannot read {args.store}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
