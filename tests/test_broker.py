@@ -16,7 +16,6 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from wsqueue.broker import READ_BATCH, QueueBroker, Retention
-from wsqueue.store import memory as memoryModule
 from wsqueue.store.base import Entry
 from wsqueue.store.memory import MemoryStore
 
@@ -75,12 +74,8 @@ class SlowStore:
     def retained(self) -> int:
         return self.store.retained
 
-    @property
-    def lastSequences(self) -> dict:
-        return self.store.lastSequences
-
-    def append(self, messages, producer=None, lastSeq=None):
-        return self.store.append(messages, producer, lastSeq)
+    def append(self, messages, producer=None, seqs=None):
+        return self.store.append(messages, producer, seqs)
 
     def readGroup(self, group, consumer, count, maxDeliver=None):
         if self.failReads:
@@ -507,60 +502,16 @@ class FlowControlTests(BrokerTestCase):
 
 class DuplicateTests(BrokerTestCase):
     """
-    Tests for recognising messages a publisher resends after a reconnect.
+    The broker passes a producer's sequence numbers to the store, which skips resends.
     """
 
-    def test_resendIsDuplicate(self) -> None:
+    def test_resendSkipped(self) -> None:
         """
-        After a push with lastSeq N, any seq up to N from that producer is a duplicate.
+        A resend of numbers already stored fires None offsets and stores nothing.
         """
-        self.push("a", "b", producer="p1", lastSeq=5)
-        self.assertTrue(self.broker.isDuplicate("p1", 5))
-        self.assertTrue(self.broker.isDuplicate("p1", 1))
-        self.assertFalse(self.broker.isDuplicate("p1", 6))
-
-    def test_otherProducersUnaffected(self) -> None:
-        """
-        A producer's sequence numbers say nothing about another producer's.
-        """
-        self.push("a", producer="p1", lastSeq=5)
-        self.assertFalse(self.broker.isDuplicate("p2", 1))
-
-    def test_nonIntegerSeqNeverDuplicate(self) -> None:
-        """
-        A sequence number that is not an integer (or no producer) is never a duplicate.
-        """
-        self.push("a", producer="p1", lastSeq=5)
-        for seq in ["1", 1.0, None, [1]]:
-            self.assertFalse(self.broker.isDuplicate("p1", seq), seq)
-        self.assertFalse(self.broker.isDuplicate(None, 1))
-
-    def test_unknownProducer(self) -> None:
-        """
-        Before anything was pushed, no positive seq is a duplicate.
-        """
-        self.assertFalse(self.broker.isDuplicate("p1", 1))
-
-    def test_pushWithoutSeqRemembersNothing(self) -> None:
-        """
-        A push without a producer or lastSeq does not mark anything as seen.
-        """
-        self.push("a", producer="p1")
-        self.push("b", lastSeq=3)
-        self.assertFalse(self.broker.isDuplicate("p1", 1))
-
-    def test_oldestProducerForgotten(self) -> None:
-        """
-        Only the most recently active MAX_PRODUCERS_REMEMBERED producers are kept.
-        """
-        self.patch(memoryModule, "MAX_PRODUCERS_REMEMBERED", 2)
-        self.push("a", producer="p1", lastSeq=1)
-        self.push("a", producer="p2", lastSeq=1)
-        self.push("a", producer="p1", lastSeq=2)
-        self.push("a", producer="p3", lastSeq=1)
-        self.assertTrue(self.broker.isDuplicate("p1", 2))
-        self.assertTrue(self.broker.isDuplicate("p3", 1))
-        self.assertFalse(self.broker.isDuplicate("p2", 1))
+        self.assertEqual(self.push("a", "b", producer="p1", seqs=[1, 2]), [1, 2])
+        self.assertEqual(self.push("a", "b", "c", producer="p1", seqs=[1, 2, 3]), [None, None, 3])
+        self.assertEqual(self.store.retained, 3)
 
 
 class SlowStoreTests(SynchronousTestCase):

@@ -18,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from wsqueue.store import Entry, IMessageStore, MemoryStore, PendingEntry
+from wsqueue.store import memory as memoryModule
 from wsqueue.store import sqlite as sqliteModule
 from wsqueue.store.config import DEFAULT_STORE, StoreService, openStore, parseStoreSpec
 from wsqueue.store.sqlite import SQLiteStore, StoreError, _Operation, runBatch
@@ -134,6 +135,27 @@ class StoreConformanceMixin:
         self.assertEqual(self.successResultOf(self.store.expireGroups(50, {"busy"})), [])
         self.successResultOf(self.store.ack("busy", [1]))
         self.assertEqual(self.store.retained, 0)
+
+    def test_resendSkipped(self) -> None:
+        """
+        A producer's messages numbered at or below its highest stored number are
+        skipped (None offsets); new numbers in the same append are stored.
+        """
+        self.assertEqual(self.successResultOf(self.store.append([("t", "a"), ("t", "b")], "p1", [1, 2])), [1, 2])
+        resent = self.successResultOf(self.store.append([("t", "a"), ("t", "b"), ("t", "c")], "p1", [1, 2, 3]))
+        self.assertEqual(resent, [None, None, 3])
+        self.assertEqual(self.store.retained, 3)
+        self.assertEqual(self.read("g", "c1"), [1, 2, 3])
+
+    def test_producersIndependent(self) -> None:
+        """
+        One producer's numbers say nothing about another's, and appends without a
+        producer or without numbers are never skipped.
+        """
+        self.successResultOf(self.store.append([("t", "a")], "p1", [5]))
+        self.assertEqual(self.successResultOf(self.store.append([("t", "b")], "p2", [1])), [2])
+        self.assertEqual(self.successResultOf(self.store.append([("t", "c")], None, [1])), [3])
+        self.assertEqual(self.successResultOf(self.store.append([("t", "d")], "p1")), [4])
 
     def test_interface(self) -> None:
         """
@@ -412,16 +434,15 @@ class SQLiteDurabilityTests(SynchronousTestCase):
         were pending for the old process's consumers are handed out again first.
         """
         store = self.open()
-        self.successResultOf(store.append([("t", "a"), ("t", "b"), ("t", "c")], "p1", 7))
+        self.successResultOf(store.append([("t", "a"), ("t", "b"), ("t", "c")], "p1", [5, 6, 7]))
         self.assertEqual([e.offset for e in self.successResultOf(store.readGroup("g", "old", 2))], [1, 2])
         self.successResultOf(store.ack("g", [1]))
         self.successResultOf(store.close())
 
         again = self.open()
         self.assertEqual(again.epoch, store.epoch)
-        self.assertEqual(again.lastSequences, {"p1": 7})
         self.assertEqual(again.retained, 2)
-        self.assertEqual(self.successResultOf(again.append([("t", "d")])), [4])
+        self.assertEqual(self.successResultOf(again.append([("t", "c"), ("t", "d")], "p1", [7, 8])), [None, 4])
         entries = self.successResultOf(again.readGroup("g", "new", 10))
         self.assertEqual([(e.offset, e.content) for e in entries], [(2, "b"), (3, "c"), (4, "d")])
         self.assertEqual([p.deliveries for p in self.successResultOf(again.pending("g"))], [2, 1, 1])
@@ -473,6 +494,17 @@ class SQLiteDurabilityTests(SynchronousTestCase):
         with self.assertRaises(StoreError) as raised:
             SQLiteStore(os.path.join(blocker, "store.sqlite3"), runInline=True)
         self.assertIn("cannot open store", str(raised.exception))
+
+    def test_failedAppendRemembersNoSequence(self) -> None:
+        """
+        A producer's append that fails leaves no sequence number behind: its resend is
+        stored, not skipped as a duplicate.
+        """
+        store = self.open()
+        bad = _Operation("append", ([("t", None)], "p1", [1]))
+        runBatch(store._database, [bad])
+        self.assertIsNotNone(bad.failure)
+        self.assertEqual(self.successResultOf(store.append([("t", "a")], "p1", [1])), [1])
 
     def test_failedOperationAlone(self) -> None:
         """
@@ -580,3 +612,17 @@ class StoreConfigTests(SynchronousTestCase):
         service.startService()
         service.stopService()
         self.assertTrue(store.closed)
+
+
+class MemoryProducerBoundTests(SynchronousTestCase):
+    def test_oldestProducerForgotten(self) -> None:
+        """
+        The memory store keeps the numbers of the most recently active
+        MAX_PRODUCERS_REMEMBERED producers only (bounded memory).
+        """
+        self.patch(memoryModule, "MAX_PRODUCERS_REMEMBERED", 2)
+        store = MemoryStore()
+        for producer, seq in (("p1", 1), ("p2", 1), ("p1", 2), ("p3", 1)):
+            store.append([("t", "x")], producer, [seq])
+        self.assertEqual(self.successResultOf(store.append([("t", "x")], "p1", [2])), [None])
+        self.assertEqual(self.successResultOf(store.append([("t", "x")], "p2", [1])), [5])

@@ -142,28 +142,19 @@ class QueueBroker:
             return "msgqueue is full; message not stored"
         return None
 
-    def isDuplicate(self, producer: str | None, seq: object) -> bool:
-        """
-        Whether C{seq} from C{producer} was already appended (publishers resend what
-        was not acknowledged after a reconnect, in order).
-        """
-        if producer is None or not isinstance(seq, int):
-            return False
-        return seq <= self.store.lastSequences.get(producer, 0)
-
     def push(
         self,
         messages: Sequence[tuple[str, str]],
         producer: str | None = None,
-        lastSeq: int | None = None,
-    ) -> Deferred[list[int]]:
+        seqs: Sequence[int] | None = None,
+    ) -> Deferred[list[int | None]]:
         """
         Append C{messages}; fire with their offsets once the store has them.
 
-        @param lastSeq: the highest sequence number of C{producer} among them, kept
-            so that a resend of the same messages is recognised by L{isDuplicate}.
+        @param seqs: C{producer}'s sequence number of each message; the store skips
+            (and fires L{None} for) those it already has from that producer.
         """
-        d = self.store.append(messages, producer, lastSeq)
+        d = self.store.append(messages, producer, seqs)
         d.addCallback(self._appended)
         return d
 

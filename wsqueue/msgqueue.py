@@ -65,39 +65,37 @@ class PushHandler(EndpointHandler):
             return
         refusal = self.broker.refusal()
         if refusal is not None:
-            self._refuseAll(objects, refusal)
+            self._refuse([obj["Id"] for obj in objects if isinstance(obj, dict) and "Id" in obj], refusal)
             return
         messages: list[tuple[str, str]] = []
-        lastId: wire.JSONId = None
-        hasId = False
-        lastSeq = None
+        seqs: list[int] = []
+        ids: list[wire.JSONId] = []
         for obj in objects:
             message = wire.parseMessageObject(obj)
             if isinstance(message, wire.WireError):
                 self.connection.sendError(message)
                 continue
-            if message.hasId:
-                lastId, hasId = message.id, True
             if self.producer is not None:
                 if not isinstance(message.id, int) or isinstance(message.id, bool):
                     self.connection.sendError(wire.WireError("Id must be an integer sequence number for a named producer", message.id, message.hasId))
                     continue
-                if self.broker.isDuplicate(self.producer, message.id):
-                    continue
-                lastSeq = message.id
+                seqs.append(message.id)
+            if message.hasId:
+                ids.append(message.id)
             messages.append((message.topic, message.content))
         if not messages:
-            if hasId:
-                self.connection.send(wire.ack(lastId))
             return
-        d = self.broker.push(messages, self.producer, lastSeq)
-        d.addCallbacks(self._stored, self._failed, callbackArgs=(lastId, hasId), errbackArgs=(lastId, hasId))
+        d = self.broker.push(messages, self.producer, seqs if self.producer is not None else None)
+        d.addCallbacks(self._stored, self._failed, callbackArgs=(ids,), errbackArgs=(ids,))
 
-    def _refuseAll(self, objects: list, reason: str) -> None:
-        withIds = [obj["Id"] for obj in objects if isinstance(obj, dict) and "Id" in obj]
-        for requestId in withIds:
+    def _refuse(self, ids: list[wire.JSONId], reason: str) -> None:
+        """
+        Tell the pusher that none of a frame's messages were stored: an Error for each
+        Id (so a cumulative Ack that follows never covers them), or one without.
+        """
+        for requestId in ids:
             self.connection.sendError(wire.WireError(reason, requestId, True))
-        if not withIds:
+        if not ids:
             self.connection.sendError(wire.WireError(reason))
 
     def _decode(self, payload: bytes, isBinary: bool) -> list | None:
@@ -116,13 +114,15 @@ class PushHandler(EndpointHandler):
         self.connection.sendError(wire.WireError("frame must be a message object or a non-empty array of them"))
         return None
 
-    def _stored(self, offsets: list[int], lastId: wire.JSONId, hasId: bool) -> None:
-        if hasId:
-            self.connection.send(wire.ack(lastId))
+    def _stored(self, offsets: list[int | None], ids: list[wire.JSONId]) -> None:
+        # Resends skipped as already stored (None offsets) are acknowledged too.
+        if ids:
+            self.connection.send(wire.ack(ids[-1]))
 
-    def _failed(self, failure, lastId: wire.JSONId, hasId: bool) -> None:
-        self.log.failure("storing pushed messages failed", failure)
-        self.connection.sendError(wire.WireError("msgqueue could not store the message", lastId, hasId))
+    def _failed(self, failure, ids: list[wire.JSONId]) -> None:
+        self.log.error("storing {count} pushed message(s) failed: {error}", count=len(ids) or 1,
+                       error=failure.getErrorMessage())
+        self._refuse(ids, "msgqueue could not store the message")
 
 
 @implementer(IPushProducer)

@@ -66,19 +66,19 @@ class IMessageStore(Interface):
         "comparable within one epoch: a consumer that sees a new epoch starts over."
     )
     retained = Attribute("How many entries the store holds now (an int).")
-    lastSequences = Attribute(
-        "Producer name to the highest sequence number stored from it (a dict), so that "
-        "a producer's resend of what the store already has can be recognised, also "
-        "after a restart of a durable store."
-    )
-
     def append(
-        messages: Sequence[tuple[str, str]], producer: str | None = None, lastSeq: int | None = None
-    ) -> Deferred[list[int]]:
+        messages: Sequence[tuple[str, str]], producer: str | None = None, seqs: Sequence[int] | None = None
+    ) -> Deferred[list[int | None]]:
         """
         Append C{(topic, content)} pairs in order and fire with their offsets once they
-        are stored (for a durable store: committed).  C{lastSeq}, the highest sequence
-        number among them from C{producer}, is stored in the same transaction.
+        are stored (for a durable store: committed).
+
+        With C{producer} and C{seqs} (each message's increasing sequence number from
+        that producer), a message whose number is not above the highest one stored
+        from the producer is skipped as a resend (L{None} in place of its offset).
+        The check and the new highest number are part of the append's own
+        transaction, so a failed append leaves nothing behind and a resend racing
+        with the original is recognised in whichever order they commit.
         """
 
     def readGroup(group: str, consumer: str, count: int, maxDeliver: int | None = None) -> Deferred[list[Entry]]:

@@ -81,22 +81,27 @@ class MemoryStore:
         self._nextOffset = 1
         self._groups: dict[str, _Group] = {}
         self._deadLetters: deque[DeadLetter] = deque(maxlen=MAX_DEAD_LETTERS)
-        self.lastSequences: dict[str, int] = {}
+        self._producers: dict[str, int] = {}
 
     @property
     def retained(self) -> int:
         return len(self._entries)
 
     def append(
-        self, messages: Sequence[tuple[str, str]], producer: str | None = None, lastSeq: int | None = None
-    ) -> Deferred[list[int]]:
-        if producer is not None and lastSeq is not None:
-            self.lastSequences[producer] = max(lastSeq, self.lastSequences.pop(producer, 0))
-            if len(self.lastSequences) > MAX_PRODUCERS_REMEMBERED:
-                del self.lastSequences[next(iter(self.lastSequences))]
+        self, messages: Sequence[tuple[str, str]], producer: str | None = None, seqs: Sequence[int] | None = None
+    ) -> Deferred[list[int | None]]:
+        last = 0
+        if producer is not None and seqs:
+            last = self._producers.pop(producer, 0)
+            self._producers[producer] = max(last, *seqs)
+            if len(self._producers) > MAX_PRODUCERS_REMEMBERED:
+                del self._producers[next(iter(self._producers))]
         now = self._now()
-        offsets = []
-        for topic, content in messages:
+        offsets: list[int | None] = []
+        for number, (topic, content) in enumerate(messages):
+            if seqs and producer is not None and seqs[number] <= last:
+                offsets.append(None)
+                continue
             offset = self._nextOffset
             self._nextOffset += 1
             self._entries.append(Entry(offset, topic, content))

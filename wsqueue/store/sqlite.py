@@ -93,7 +93,6 @@ class _Database:
             self.db.execute("UPDATE pending SET consumer = '' WHERE consumer != ''")
             self.db.execute("DELETE FROM producers WHERE updated < ?", (now() - PRODUCER_EXPIRY,))
             first, last = self.db.execute("SELECT MIN(offset), MAX(offset) FROM entries").fetchone()
-            self.lastSequences = dict(self.db.execute("SELECT name, last_seq FROM producers"))
         except sqlite3.DatabaseError as e:
             raise StoreError(f"store {path} is unusable: {e}") from None
         except OSError as e:
@@ -134,19 +133,26 @@ class _Database:
 
     # -- operations -------------------------------------------------------------
 
-    def append(self, messages: Sequence[tuple[str, str]], producer: str | None, lastSeq: int | None) -> list[int]:
+    def append(
+        self, messages: Sequence[tuple[str, str]], producer: str | None, seqs: Sequence[int] | None
+    ) -> list[int | None]:
         now = self.now()
-        self.db.executemany(
-            "INSERT INTO entries (topic, content, stored) VALUES (?, ?, ?)", [(t, c, now) for t, c in messages]
-        )
-        if producer is not None and lastSeq is not None:
+        keep = [True] * len(messages)
+        if producer is not None and seqs:
+            row = self.db.execute("SELECT last_seq FROM producers WHERE name = ?", (producer,)).fetchone()
+            last = row[0] if row is not None else 0
+            keep = [seq > last for seq in seqs]
             self.db.execute(
                 "INSERT INTO producers VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
                 "last_seq = MAX(last_seq, excluded.last_seq), updated = excluded.updated",
-                (producer, lastSeq, now),
+                (producer, max(seqs), now),
             )
-        offsets = list(range(self.next, self.next + len(messages)))
-        self.next += len(messages)
+        stored = [(topic, content, now) for (topic, content), new in zip(messages, keep) if new]
+        self.db.executemany("INSERT INTO entries (topic, content, stored) VALUES (?, ?, ?)", stored)
+        offsets: list[int | None] = []
+        for new in keep:
+            offsets.append(self.next if new else None)
+            self.next += new
         return offsets
 
     def _group(self, group: str) -> int:
@@ -358,7 +364,7 @@ def runBatch(database: _Database, operations: list[_Operation]) -> None:
 @implementer(IMessageStore)
 class SQLiteStore:
     """
-    The durable store.  C{retained} and C{lastSequences} are kept on the reactor's side.
+    The durable store.  C{retained} is kept up to date on the reactor's side.
 
     @param runInline: run each operation at once in the calling thread instead of on
         the writer thread (for tests that drive the store synchronously).
@@ -381,7 +387,6 @@ class SQLiteStore:
         else:
             self._database = self._openOnThread(path)
         self.epoch = self._database.epoch
-        self.lastSequences = dict(self._database.lastSequences)
         self.retained = self._database.retained
         self.closed = False
 
@@ -443,11 +448,9 @@ class SQLiteStore:
         return operation.deferred
 
     def append(
-        self, messages: Sequence[tuple[str, str]], producer: str | None = None, lastSeq: int | None = None
-    ) -> Deferred[list[int]]:
-        if producer is not None and lastSeq is not None:
-            self.lastSequences[producer] = max(lastSeq, self.lastSequences.get(producer, 0))
-        return self._submit("append", list(messages), producer, lastSeq)
+        self, messages: Sequence[tuple[str, str]], producer: str | None = None, seqs: Sequence[int] | None = None
+    ) -> Deferred[list[int | None]]:
+        return self._submit("append", list(messages), producer, None if seqs is None else list(seqs))
 
     def readGroup(self, group: str, consumer: str, count: int, maxDeliver: int | None = None) -> Deferred[list[Entry]]:
         return self._submit("readGroup", group, consumer, count, maxDeliver)
