@@ -11,7 +11,7 @@ from twisted.trial.unittest import TestCase
 
 from wsqueue.auth import basicHeader, makeAuthenticator
 from wsqueue.link import HandshakeFailed
-from wsqueue.server import ConnectionCloser, EndpointHandler, Limits, StageServerFactory
+from wsqueue.server import ConnectionCloser, EndpointHandler, Limits, StageServerFactory, unsentBytes
 
 from .helpers import Clients, listenTLS, nextJSON, rawRequest, upgradeRequest, waitFor
 from .standins import StandInQueue, startLink
@@ -126,3 +126,22 @@ class _Owner:
 
     def linkClosed(self, link) -> None:
         pass
+
+
+class UnsentBytesTests(TestCase):
+    def test_unknownTransport(self) -> None:
+        """
+        A transport that does not keep Twisted's write buffer says nothing (None), so
+        callers fall back to their own count.
+        """
+        connection = type("Connection", (), {"transport": object()})()
+        self.assertIsNone(unsentBytes(connection))
+
+    def test_buffered(self) -> None:
+        """
+        What waits in the TCP transport under TLS beyond its pause threshold: the
+        unsent part of dataBuffer plus the pending writes, less bufferSize.
+        """
+        tcp = type("TCP", (), {"dataBuffer": b"x" * 100, "offset": 40, "_tempDataLen": 70, "bufferSize": 50})()
+        connection = type("Connection", (), {"transport": type("TLS", (), {"transport": tcp})()})()
+        self.assertEqual(unsentBytes(connection), 80)

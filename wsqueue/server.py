@@ -64,6 +64,23 @@ def closeWith(protocol, code: int, reason: str) -> None:
         protocol.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123], isReply=False)
 
 
+def unsentBytes(connection) -> int | None:
+    """
+    How many bytes wait for the peer beyond the point where the connection's
+    transport (TCP, under TLS) pauses its producer, or L{None} when it does not say.
+
+    Twisted's L{FileDescriptor} keeps what the kernel did not take yet in
+    C{dataBuffer} (from C{offset}) plus C{_tempDataBuffer} (C{_tempDataLen} bytes),
+    and pauses its producer past C{bufferSize}; it has no public accessor for them,
+    so this reads them defensively.
+    """
+    tcp = getattr(connection.transport, "transport", None)
+    try:
+        return len(tcp.dataBuffer) - tcp.offset + tcp._tempDataLen - tcp.bufferSize
+    except (AttributeError, TypeError):
+        return None
+
+
 def applyLimits(factory, limits: Limits) -> None:
     """
     Set every protocol option wsqueue relies on; Autobahn's defaults are unsafe for a

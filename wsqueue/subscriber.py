@@ -23,7 +23,7 @@ from zope.interface import implementer
 from wsqueue import wire
 from wsqueue.auth import BasicAuthenticator
 from wsqueue.link import LinkOwner, LinkProtocol
-from wsqueue.server import EndpointHandler, Limits, StageServerFactory, StageServerProtocol, closeWith
+from wsqueue.server import EndpointHandler, Limits, StageServerFactory, StageServerProtocol, closeWith, unsentBytes
 
 MAX_SUBSCRIPTIONS_PER_CLIENT = 10_000
 DEFAULT_MAX_CLIENT_BUFFER = 1024 * 1024
@@ -132,9 +132,10 @@ class SubscribeHandler(EndpointHandler):
     A client on C{/subscribe}.
 
     It is its transport's producer, so it learns when the client stops keeping up:
-    once the socket's buffer is full, what the subscriber writes for this client is
-    counted, and past C{maxClientBuffer} bytes the client is closed with 1008 ("slow
-    consumer") instead of holding memory without bound or slowing the others.
+    while the socket's buffers are full, a client with more than C{maxClientBuffer}
+    bytes waiting for it beyond them is closed with 1008 ("slow consumer") instead of
+    holding memory without bound or slowing the others.  Only bytes still waiting
+    count: a client that reads slowly but keeps up within the bound stays.
     """
 
     def __init__(
@@ -191,8 +192,10 @@ class SubscribeHandler(EndpointHandler):
         if not self.connection.isOpen:
             return
         if self.backlog is not None:
-            self.backlog += len(prepared.payloadHybi)
-            if self.backlog > self.maxClientBuffer:
+            size = len(prepared.payloadHybi)
+            self.backlog += size
+            waiting = unsentBytes(self.connection)
+            if (self.backlog if waiting is None else waiting + size) > self.maxClientBuffer:
                 self._tooSlow()
                 return
         self.connection.sendPreparedMessage(prepared)
