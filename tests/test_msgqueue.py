@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from twisted.internet import reactor
+from twisted.internet.defer import fail
 from twisted.trial.unittest import TestCase
 
 from wsqueue.auth import basicHeader, makeAuthenticator
@@ -249,3 +250,30 @@ class MsgQueueTests(TestCase):
         pusher.sendMessage(message("t", "no id"))
         self.assertIn("shutting down", (await nextJSON(pusher))["Error"])
         self.assertEqual(self.broker.store.retained, 0)
+
+
+class FailingStore(MemoryStore):
+    """
+    A store whose appends fail, as a full disk or a locked file would make them.
+    """
+
+    def append(self, messages, producer=None, seqs=None):
+        return fail(OSError("disk full"))
+
+
+class FailingStoreTests(TestCase):
+    timeout = 20
+
+    async def test_errorForEveryId(self) -> None:
+        """
+        When the store cannot append, every message of the frame with an Id gets an
+        Error with that Id, and nothing is acknowledged.
+        """
+        broker = QueueBroker(FailingStore(), reactor)
+        factory = makeMsgQueueFactory(broker, makeAuthenticator(None, reactor), Limits(), reactor)
+        port = listenTLS(self, factory)
+        pusher = await Clients(self).connect(port, "/pushmsg?producer=p")
+        pusher.sendMessage(json.dumps([{"Topic": "t", "Content": str(i), "Id": i} for i in (1, 2)]).encode())
+        replies = [await nextJSON(pusher), await nextJSON(pusher)]
+        self.assertEqual(replies, [{"Error": "msgqueue could not store the message", "Id": i} for i in (1, 2)])
+        await noFrameWithin(pusher, 0.1)
