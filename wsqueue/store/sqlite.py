@@ -6,7 +6,8 @@ All SQL runs on one dedicated writer thread, never on the reactor.  Operations q
 up while a transaction commits, and the next transaction takes them all (group
 commit), so a burst of appends costs one fsync.  A Deferred fires only after its
 transaction has committed with C{synchronous=FULL} in WAL mode: an acknowledged
-message survives a crash of the process or the machine.
+message survives a crash of the process or the machine.  Transactions that only
+move group positions run with C{synchronous=NORMAL} (see L{_Database.setDurability}).
 
 Consumer-group positions and pending entries are stored too, so a restart resumes
 every group where it left off; entries that were pending for consumers of the old
@@ -87,6 +88,7 @@ class _Database:
             self._check()
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
+            self._full = True
             self.db.executescript(_SCHEMA)
             self.epoch = self._epoch()
             # Entries pending for consumers of a previous process go back to their groups.
@@ -130,6 +132,18 @@ class _Database:
     @property
     def retained(self) -> int:
         return self.next - self.first
+
+    def setDurability(self, full: bool) -> None:
+        """
+        C{synchronous=FULL} (fsync at every commit) for a transaction that stores
+        messages, whose acknowledgement promises they survive a power loss;
+        C{NORMAL} otherwise.  In WAL mode NORMAL is still atomic and consistent: a
+        power loss can only undo the last group positions and acknowledgements,
+        which means redelivering a few messages (at least once), never losing one.
+        """
+        if full != self._full:
+            self.db.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
+            self._full = full
 
     # -- operations -------------------------------------------------------------
 
@@ -340,6 +354,7 @@ def runBatch(database: _Database, operations: list[_Operation]) -> None:
     every operation in the batch fails.
     """
     try:
+        database.setDurability(any(operation.name == "append" for operation in operations))
         database.db.execute("BEGIN IMMEDIATE")
         for number, operation in enumerate(operations):
             database.db.execute(f"SAVEPOINT op{number}")
