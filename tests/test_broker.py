@@ -489,6 +489,19 @@ class FlowControlTests(BrokerTestCase):
         self.push("a", "b", "c")
         self.assertEqual(self.pusher.calls, [])
 
+    def test_resumedOnlyWithRoom(self) -> None:
+        """
+        A queue kept at its bound does not resume (and log) after every ack: pushers
+        resume once 10 % (at least one entry) is free.
+        """
+        self.broker.maxQueued = 20
+        consumer = self.addConsumer("c1", explicitAck=True)
+        self.push(*["t"] * 20)
+        self.ack(consumer, 1)
+        self.assertEqual(self.pusher.calls, ["pause"])
+        self.ack(consumer, 2)
+        self.assertEqual(self.pusher.calls, ["pause", "resume"])
+
     def test_pauseIsLogged(self) -> None:
         """
         Pausing pushers is logged as a warning naming how many are held.

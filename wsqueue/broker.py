@@ -76,8 +76,8 @@ class QueueBroker:
     Puts pushed messages into an L{IMessageStore} and hands them to consumer groups.
 
     @ivar maxQueued: when the store holds this many entries, every pusher is paused
-        (TCP flow control) until consumers catch up; past L{hardLimit} (what was
-        already read when the pause began) pushes are refused with an error.
+        (TCP flow control) until consumers have made 10 % room; past L{hardLimit}
+        (what was already read when the pause began) pushes are refused with an error.
     @ivar maxInFlight: how many unacknowledged entries one explicit-ack consumer may
         hold; at-most-once consumers are paced by their connection's write buffer.
     @ivar ackWait: seconds an explicit-ack consumer has to acknowledge an entry
@@ -173,7 +173,9 @@ class QueueBroker:
             )
             for pusher in list(self._pushers):
                 pusher.pauseProducing()
-        elif self._paused and not self.full:
+        elif self._paused and self.store.retained <= self.maxQueued - max(1, self.maxQueued // 10):
+            # Resume only once 10 % is free again, so that a queue kept at its bound
+            # does not pause and resume (and log) once per message.
             self._paused = False
             self.log.info("queue has room again: resuming pushers")
             for pusher in list(self._pushers):
