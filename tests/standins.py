@@ -60,6 +60,9 @@ class StandInPop(EndpointHandler):
     def received(self, payload: bytes, isBinary: bool) -> None:
         self.acks.append(json.loads(payload)["Ack"])
 
+    def deliverBatch(self, messages: list[tuple[int, str, str]], epoch: str = "e1") -> None:
+        self.connection.sendMessage(json.dumps({"Epoch": epoch, "Messages": messages}).encode())
+
     def deliver(self, topic: str, content: str, offset: int, epoch: str = "e1") -> None:
         frame = {"Topic": topic, "Content": content, "Offset": offset, "Epoch": epoch}
         self.connection.sendMessage(json.dumps(frame).encode())

@@ -504,13 +504,16 @@ class SlowConsumerTests(TestCase):
     """
 
     timeout = 180
-    maxClientBuffer = 64 * 1024
+    # Room for a healthy reader in this busy test process to fall a burst behind
+    # (msgqueue's batches reach the subscriber 32 KB at a time), still far below the
+    # megabytes that pile up for a client that never reads.
+    maxClientBuffer = 256 * 1024
     memoryBound = 150 * 1024 * 1024
 
     async def test_neverReads(self) -> None:
         """
         A client that never reads is closed with 1008 "slow consumer" once more than
-        C{--max-client-buffer} (64 KiB) waits for it beyond the socket buffers, while
+        C{--max-client-buffer} (256 KiB) waits for it beyond the socket buffers, while
         another client of the same topic receives all 8,000 messages of 1 KB (8 MB)
         in order; the subscriber stays under 150 MB resident the whole time.
         """
@@ -532,7 +535,9 @@ class SlowConsumerTests(TestCase):
         mark = subscriber.logMark()
         publishers = [PublishingClient(checker, clients, "p0", pipeline.publisher.port, ["f"], 8000, padding=1000)]
         startPublishing(self, publishers)
-        await subscriber.waitForLog("slow consumer, more than 65536 bytes waiting", since=mark, timeout=60)
+        await subscriber.waitForLog(
+            f"slow consumer, more than {self.maxClientBuffer} bytes waiting", since=mark, timeout=60
+        )
         closedAtAcks = len(checker.acked)
         stalled.connection.transport.resumeProducing()
         code, reason = await withTimeout(stalled.closed, 10, "the slow consumer's close")

@@ -191,6 +191,22 @@ class MsgQueueTests(TestCase):
         again = [(await nextJSON(second))["Content"] for _ in range(3)]
         self.assertEqual(again, ["1", "2", "3"])
 
+    async def test_batchDelivery(self) -> None:
+        """
+        A consumer that asks for batch=1 gets many messages per frame, as
+        {"Epoch", "Messages": [[offset, topic, content], ...]}, in order.
+        """
+        pusher = await self.clients.connect(self.port, "/pushmsg")
+        pusher.sendMessage(json.dumps([{"Topic": "t", "Content": str(i)} for i in range(5)] + [{"Topic": "u", "Content": "5", "Id": 1}]).encode())
+        self.assertEqual(await nextJSON(pusher), {"Ack": 1})
+        popper = await self.clients.connect(self.port, "/popmsg?group=b&ack=explicit&batch=1")
+        frame = await nextJSON(popper)
+        self.assertEqual(frame["Epoch"], self.broker.store.epoch)
+        self.assertEqual(frame["Messages"][:2], [[1, "t", "0"], [2, "t", "1"]])
+        self.assertLessEqual(len(frame["Messages"]), 3)
+        e = await self.assertFailure(self.clients.connect(self.port, "/popmsg?batch=yes"), HandshakeFailed)
+        self.assertEqual(e.status, 400)
+
     async def test_ackModes(self) -> None:
         """
         Acks must be {"Ack": offset}; an ack=none consumer is told acks are not needed.

@@ -160,6 +160,19 @@ class SubscriberTests(TestCase):
         self.popper.deliver("x", "second", 2)
         self.assertEqual((await nextJSON(client))["Offset"], 2)
 
+    async def test_batchFromQueue(self) -> None:
+        """
+        A batch frame from msgqueue fans out as one frame per message, in order;
+        redelivered offsets in it are dropped; the last offset is acknowledged.
+        """
+        client = await self.subscribed("x")
+        self.popper.deliverBatch([[1, "x", "a"], [2, "other", "b"], [3, "x", "c"]])
+        self.assertEqual(await nextJSON(client), {"Topic": "x", "Content": "a", "Offset": 1, "Epoch": "e1"})
+        self.assertEqual((await nextJSON(client))["Content"], "c")
+        self.popper.deliverBatch([[3, "x", "c"], [4, "x", "d"]])
+        self.assertEqual((await nextJSON(client))["Offset"], 4)
+        await waitFor(lambda: self.popper.acks and self.popper.acks[-1] == 4, what="ack of offset 4")
+
     async def test_newEpochStartsOver(self) -> None:
         """
         After msgqueue's store changes epoch, low offsets are new messages, not repeats.

@@ -405,7 +405,7 @@ class MakeServiceTests(SynchronousTestCase):
         The subscriber reads its URL-quoted group from /popmsg with explicit acknowledgements.
         """
         service = self.start(subscriber, "--queue", "wss://127.0.0.1:9000/", "--group", "a/b&c")
-        self.assertEqual(service.link.url, "wss://127.0.0.1:9000/popmsg?group=a%2Fb%26c&ack=explicit")
+        self.assertEqual(service.link.url, "wss://127.0.0.1:9000/popmsg?group=a%2Fb%26c&ack=explicit&batch=1")
         self.assertEqual([(host, port) for host, port, *_ in self.reactor.tcpClients], [("127.0.0.1", 9000)])
 
     def test_allInOne(self) -> None:

@@ -35,6 +35,9 @@ from wsqueue.store.base import Entry
 
 _consumerNumbers = itertools.count(1)
 
+BATCH_FRAME_BYTES = 32 * 1024
+"""About how much one batch frame to a C{batch=1} consumer carries."""
+
 
 def _param(request: ConnectionRequest, name: str, default: str) -> str:
     values = request.params.get(name)
@@ -143,6 +146,10 @@ class PopHandler(EndpointHandler):
         if mode not in ("explicit", "none"):
             raise ConnectionDeny(400, 'ack must be "explicit" or "none"')
         self.explicitAck = mode == "explicit"
+        batch = _param(request, "batch", "0")
+        if batch not in ("0", "1"):
+            raise ConnectionDeny(400, 'batch must be "0" or "1"')
+        self.batch = batch == "1"
         self.name = f"{connection.peer}#{next(_consumerNumbers)}"
         self.writable = True
 
@@ -155,6 +162,21 @@ class PopHandler(EndpointHandler):
         self.broker.removeConsumer(self)
 
     def deliver(self, entries: list[Entry], epoch: str) -> None:
+        if self.batch:
+            # Frames of at most about BATCH_FRAME_BYTES: the subscriber writes a whole
+            # frame's messages to its clients in one go, and a burst far larger than
+            # a socket read would look like a slow consumer to --max-client-buffer.
+            messages: list = []
+            size = 0
+            for entry in entries:
+                messages.append([entry.offset, entry.topic, entry.content])
+                size += len(entry.topic) + len(entry.content) + 16
+                if size >= BATCH_FRAME_BYTES:
+                    self.connection.send(wire.encode({"Epoch": epoch, "Messages": messages}))
+                    messages, size = [], 0
+            if messages:
+                self.connection.send(wire.encode({"Epoch": epoch, "Messages": messages}))
+            return
         for entry in entries:
             self.connection.send(
                 wire.encode({"Topic": entry.topic, "Content": entry.content, "Offset": entry.offset, "Epoch": epoch})

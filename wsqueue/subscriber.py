@@ -84,21 +84,34 @@ class QueueReader(LinkOwner):
     def linkReceived(self, link: LinkProtocol, payload: bytes, isBinary: bool) -> None:
         try:
             frame = json.loads(payload)
-            topic, offset, epoch = frame["Topic"], frame["Offset"], frame["Epoch"]
+            epoch = frame["Epoch"]
+            if "Messages" in frame:
+                batch = [(offset, topic, content) for offset, topic, content in frame["Messages"]]
+            else:
+                batch = [(frame["Offset"], frame["Topic"], None)]
         except (ValueError, TypeError, KeyError):
             self.unexpectedFrame(payload)
             return
+        self._checkEpoch(epoch)
+        for offset, topic, content in batch:
+            if offset not in self._recent:
+                self._remember(offset)
+                if content is None:
+                    # A single message from msgqueue is already the frame clients get.
+                    self._deliver(topic, payload)
+                elif self.registry.subscribers(topic):
+                    frame = {"Topic": topic, "Content": content, "Offset": offset, "Epoch": epoch}
+                    self._deliver(topic, wire.encode(frame))
+            self._toAck = offset
+        self._scheduleAck()
+
+    def _checkEpoch(self, epoch: str) -> None:
         if epoch != self.epoch:
             if self.epoch is not None:
                 self.log.warn("msgqueue's store has a new epoch {epoch}: counting offsets from the start", epoch=epoch)
             self.epoch = epoch
             self._recent.clear()
             self._recentOrder.clear()
-        if offset not in self._recent:
-            self._remember(offset)
-            self._deliver(topic, payload)
-        self._toAck = offset
-        self._scheduleAck()
 
     def _remember(self, offset: int) -> None:
         self._recent.add(offset)

@@ -42,7 +42,7 @@ def buildSubscriber(options: Options, reactor, port: int | None = None, retryPol
     """
     The subscriber's services: its listener and its link to msgqueue.
     """
-    path = f"/popmsg?group={quote(options['group'], safe='')}&ack=explicit"
+    path = f"/popmsg?group={quote(options['group'], safe='')}&ack=explicit&batch=1"
     reader = QueueReader(TopicRegistry(), reactor)
 
     def makeFactory(owner, authenticator, limits, reactor):
