@@ -100,8 +100,8 @@ class QueueReader(LinkOwner):
                     # A single message from msgqueue is already the frame clients get.
                     self._deliver(topic, payload)
                 elif self.registry.subscribers(topic):
-                    frame = {"Topic": topic, "Content": content, "Offset": offset, "Epoch": epoch}
-                    self._deliver(topic, wire.encode(frame))
+                    message = {"Topic": topic, "Content": content, "Offset": offset, "Epoch": epoch}
+                    self._deliver(topic, wire.encode(message))
             self._toAck = offset
         self._scheduleAck()
 
