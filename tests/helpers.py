@@ -214,3 +214,14 @@ def upgradeRequest(port: int, path: str, authorization: str | None = None, upgra
     if authorization is not None:
         lines.append(f"Authorization: {authorization}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def assertHandshakeRefusals(testCase: TestCase, port: int, path: str) -> None:
+    """
+    C{path} refuses wrong credentials with 401 and a plain (non-upgrade) GET with 400,
+    as the Go project's per-service tests checked.
+    """
+    response = await rawRequest(port, upgradeRequest(port, path, basicHeader("hello", "nope")))
+    testCase.assertTrue(response.startswith(b"HTTP/1.1 401"), response)
+    response = await rawRequest(port, upgradeRequest(port, path, basicHeader("hello", "test"), upgrade=False))
+    testCase.assertTrue(response.startswith(b"HTTP/1.1 400"), response)

@@ -15,11 +15,11 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from wsqueue import wire
-from wsqueue.auth import basicHeader, makeAuthenticator
+from wsqueue.auth import makeAuthenticator
 from wsqueue.publisher import Forwarder, makePublisherFactory
 from wsqueue.server import Limits
 
-from .helpers import Clients, listenTLS, nextJSON, noFrameWithin, rawRequest, upgradeRequest, waitFor
+from .helpers import Clients, assertHandshakeRefusals, listenTLS, nextJSON, noFrameWithin, waitFor
 from .standins import StandInQueue, startLink
 
 
@@ -92,10 +92,7 @@ class PublisherTests(TestCase):
         """
         /publish refuses wrong credentials with 401 and a plain GET with 400.
         """
-        response = await rawRequest(self.port, upgradeRequest(self.port, "/publish", basicHeader("fail", "test")))
-        self.assertTrue(response.startswith(b"HTTP/1.1 401"), response)
-        response = await rawRequest(self.port, upgradeRequest(self.port, "/publish", basicHeader("hello", "test"), upgrade=False))
-        self.assertTrue(response.startswith(b"HTTP/1.1 400"), response)
+        await assertHandshakeRefusals(self, self.port, "/publish")
 
     async def test_heldWhileQueueAway(self) -> None:
         """

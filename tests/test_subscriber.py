@@ -14,11 +14,11 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from wsqueue import subscriber as subscriberModule
-from wsqueue.auth import basicHeader, makeAuthenticator
+from wsqueue.auth import makeAuthenticator
 from wsqueue.server import Limits
 from wsqueue.subscriber import QueueReader, SubscribeHandler, TopicRegistry, makeSubscriberFactory
 
-from .helpers import Clients, listenTLS, nextJSON, noFrameWithin, rawRequest, upgradeRequest, waitFor
+from .helpers import Clients, assertHandshakeRefusals, listenTLS, nextJSON, noFrameWithin, waitFor
 from .standins import StandInQueue, startLink
 
 
@@ -223,10 +223,7 @@ class SubscriberTests(TestCase):
         """
         /subscribe refuses wrong credentials with 401 and a plain GET with 400.
         """
-        response = await rawRequest(self.port, upgradeRequest(self.port, "/subscribe", basicHeader("hello", "nope")))
-        self.assertTrue(response.startswith(b"HTTP/1.1 401"), response)
-        response = await rawRequest(self.port, upgradeRequest(self.port, "/subscribe", basicHeader("hello", "test"), upgrade=False))
-        self.assertTrue(response.startswith(b"HTTP/1.1 400"), response)
+        await assertHandshakeRefusals(self, self.port, "/subscribe")
 
     async def test_unexpectedQueueFrame(self) -> None:
         """

@@ -108,9 +108,10 @@ async def subscribe(reactor, args, out: TextIO) -> int:
             code, reason = await connection.closed
             print(f"connection closed (code {code}{', ' + reason if reason else ''})", file=sys.stderr)
             return 1
-        text, isError = formatFrame(payload)
-        if text.startswith("acknowledged"):
+        if payload.startswith(b'{"Ack":'):
+            # The subscriptions' acknowledgements: nothing for a person to read.
             continue
+        text, isError = formatFrame(payload)
         print(text, file=sys.stderr if isError else out, flush=True)
 
 

@@ -16,6 +16,8 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from wsqueue.store.sqlite import readDeadLetters
+
 
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     parser = argparse.ArgumentParser(prog="wsqueue-deadletters", description=__doc__.split("\n\n")[0].strip())
@@ -24,12 +26,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     args = parser.parse_args(argv)
     try:
         db = sqlite3.connect(f"file:{args.store}?mode=ro", uri=True)
-        query = "SELECT grp, offset, topic, content, deliveries, at FROM dead_letters"
-        rows = db.execute(query + " WHERE grp = ? ORDER BY rowid", (args.group,)) if args.group else db.execute(
-            query + " ORDER BY rowid"
-        )
-        for group, offset, topic, content, deliveries, at in rows:
-            line = {"Group": group, "Offset": offset, "Topic": topic, "Content": content, "Deliveries": deliveries, "At": at}
+        for letter in readDeadLetters(db, args.group):
+            line = {"Group": letter.group, "Offset": letter.offset, "Topic": letter.topic,
+                    "Content": letter.content, "Deliveries": letter.deliveries, "At": letter.at}
             print(json.dumps(line, ensure_ascii=False), file=out)
         db.close()
     except sqlite3.Error as e:

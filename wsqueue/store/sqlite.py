@@ -73,6 +73,17 @@ class StoreError(Exception):
     """
 
 
+def readDeadLetters(db: sqlite3.Connection, group: str | None = None) -> list[DeadLetter]:
+    """
+    The dead letters in a store file (of one group, or all), oldest first.  Also used
+    by C{wsqueue-deadletters} on a read-only connection.
+    """
+    query = "SELECT grp, offset, topic, content, deliveries, at FROM dead_letters"
+    if group is not None:
+        return [DeadLetter(*row) for row in db.execute(query + " WHERE grp = ? ORDER BY rowid", (group,))]
+    return [DeadLetter(*row) for row in db.execute(query + " ORDER BY rowid")]
+
+
 class _Database:
     """
     The SQL of the store.  Every method runs on the one thread that owns the connection.
@@ -276,11 +287,7 @@ class _Database:
         return expired
 
     def deadLetters(self, group: str | None) -> list[DeadLetter]:
-        query = "SELECT grp, offset, topic, content, deliveries, at FROM dead_letters"
-        rows = self.db.execute(query + " WHERE grp = ? ORDER BY rowid", (group,)) if group is not None else (
-            self.db.execute(query + " ORDER BY rowid")
-        )
-        return [DeadLetter(*row) for row in rows]
+        return readDeadLetters(self.db, group)
 
     def applyRetention(self, maxMessages: int | None, maxBytes: int | None, maxAge: float | None) -> dict[str, int]:
         cut = self.first
