@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Callable
 
 from autobahn.twisted.websocket import WebSocketClientFactory
+from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateResponseAccept
 from twisted.internet import reactor, ssl, task
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.protocol import ClientFactory, Protocol
@@ -103,25 +104,32 @@ class Clients:
         testCase.addCleanup(self.closeAll)
 
     def connect(
-        self, port: int, path: str, user: str = "hello", password: str = "test", headers: dict | None = None
+        self, port: int, path: str, user: str = "hello", password: str = "test", headers: dict | None = None,
+        compress: bool = False,
     ) -> Deferred[ClientProtocol]:
         """
         Connect to C{wss://localhost:port/path}; fails with L{HandshakeFailed} if refused.
+        C{compress} offers permessage-deflate.
         """
 
         async def connect() -> ClientProtocol:
-            protocol = await self.connectRaw(port, path, user, password, headers)
+            protocol = await self.connectRaw(port, path, user, password, headers, compress)
             return await withTimeout(protocol.opened, what=f"opening {path}")
 
         return Deferred.fromCoroutine(connect())
 
-    async def connectRaw(self, port, path, user="hello", password="test", headers=None) -> ClientProtocol:
+    async def connectRaw(self, port, path, user="hello", password="test", headers=None, compress=False) -> ClientProtocol:
         url = f"wss://localhost:{port}{path}"
         allHeaders = {} if user is None else {"Authorization": basicHeader(user, password)}
         allHeaders.update(headers or {})
         factory = WebSocketClientFactory(url, headers=allHeaders, reactor=reactor)
         factory.protocol = ClientProtocol
         factory.setProtocolOptions(openHandshakeTimeout=5, closeHandshakeTimeout=2, maxMessagePayloadSize=0)
+        if compress:
+            factory.setProtocolOptions(
+                perMessageCompressionOffers=[PerMessageDeflateOffer()],
+                perMessageCompressionAccept=PerMessageDeflateResponseAccept,
+            )
         protocol = await clientEndpoint(reactor, url, caPath()).connect(factory)
         self.open.append(protocol)
         return protocol

@@ -173,6 +173,34 @@ class SubscriberTests(TestCase):
         self.assertEqual((await nextJSON(client))["Offset"], 4)
         await waitFor(lambda: self.popper.acks and self.popper.acks[-1] == 4, what="ack of offset 4")
 
+    async def test_batchFanOutKeepsQueueOrder(self) -> None:
+        """
+        From one batch, a client on several topics gets its messages in queue order,
+        and clients on one topic get exactly that topic's messages, in order.
+        """
+        onX = await self.subscribed("x")
+        onBoth = await self.subscribed("x", "y")
+        onY = await self.subscribed("y")
+        batch = [[offset, "xy"[offset % 2], f"m{offset}"] for offset in range(1, 41)]
+        self.popper.deliverBatch(batch)
+        for client, topics in ((onX, "x"), (onBoth, "xy"), (onY, "y")):
+            expected = [content for _, topic, content in batch if topic in topics]
+            received = [(await nextJSON(client))["Content"] for _ in expected]
+            self.assertEqual(received, expected)
+        await noFrameWithin(onX, 0.1)
+
+    async def test_noCompression(self) -> None:
+        """
+        The subscriber declines permessage-deflate, so the frames it builds itself
+        are what the client reads.
+        """
+        client = await self.clients.connect(self.port, "/subscribe", compress=True)
+        self.assertIsNone(client._perMessageCompress)
+        client.sendMessage(b"sub news")
+        await waitFor(lambda: self.registry.subscribers("news"), what="subscription")
+        self.popper.deliverBatch([[1, "news", "hi \u00e9"]])
+        self.assertEqual((await nextJSON(client))["Content"], "hi \u00e9")
+
     async def test_newEpochStartsOver(self) -> None:
         """
         After msgqueue's store changes epoch, low offsets are new messages, not repeats.

@@ -162,6 +162,22 @@ class ParsePublishTests(SynchronousTestCase):
             result = wire.parsePublish(frame({**message, "Id": 5}))
             self.assertError(result, "Content must be a string", 5, True)
 
+    def test_unpairedSurrogate(self) -> None:
+        """
+        JSON may escape half of a surrogate pair (C{"\\ud800"}); such text has no
+        UTF-8 form, so it is refused in a Topic or a Content instead of failing
+        when the message is sent on.
+        """
+        self.assertError(
+            wire.parsePublish(b'{"Topic": "news", "Content": "a\\ud800b", "Id": 1}'),
+            "Content must be valid Unicode (it has an unpaired surrogate escape)", 1, True,
+        )
+        self.assertError(
+            wire.parsePublish(b'{"Topic": "n\\udfffs", "Content": "x"}'),
+            "Topic must be valid Unicode (it has an unpaired surrogate escape)",
+        )
+        self.assertEqual(wire.parsePublish(b'{"Topic": "n", "Content": "\\ud83d\\ude00"}').content, "\U0001f600")
+
     def test_idObjectOrList(self) -> None:
         """
         An Id that is an object or a list is refused, and is not echoed back.
@@ -354,6 +370,17 @@ class EncodeTests(SynchronousTestCase):
         encoded = wire.encode({"Content": "é☃"})
         self.assertEqual(encoded, '{"Content":"é☃"}'.encode())
         self.assertNotIn(b"\\u", encoded)
+
+    def test_deliverySameAsEncode(self) -> None:
+        """
+        The hand-built delivery frame is byte for byte what encoding the dict gives,
+        whatever the text holds (quotes, backslashes, controls, non-ASCII).
+        """
+        for topic, content in [("news", "hi"), ("t\u00e9", 'q"uo\\te\n\x00\u2028 \U0001f600'), ("x", "")]:
+            self.assertEqual(
+                wire.delivery(topic, content, 12345678901, "ep\"och"),
+                wire.encode({"Topic": topic, "Content": content, "Offset": 12345678901, "Epoch": 'ep"och'}),
+            )
 
     def test_ack(self) -> None:
         """

@@ -3,8 +3,10 @@
 The subscriber stage: clients subscribe to topics on C{/subscribe}; a L{QueueReader}
 reads msgqueue as one consumer of the daemon's group and fans each message out.
 
-Each message is framed once for all its receivers (a prepared message) and written
-without waiting for any client, so a slow client does not hold up the others.  The
+Each message is framed once for all its receivers, and each client's share of a
+batch from msgqueue goes out in one write (a topic's frames are joined once for all
+its clients); nothing waits for any client, so a slow one does not hold up the
+others.  The
 reader acknowledges offsets to msgqueue once it has handed a message to its clients'
 connections, and drops an offset it has recently handled (a redelivery after a
 reconnect), so clients see each message once; a new store epoch starts over.
@@ -20,7 +22,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from wsqueue import wire
+from wsqueue import frames, wire
 from wsqueue.auth import BasicAuthenticator
 from wsqueue.link import LinkOwner, LinkProtocol
 from wsqueue.server import EndpointHandler, Limits, StageServerFactory, StageServerProtocol, closeWith, unsentBytes
@@ -70,7 +72,6 @@ class QueueReader(LinkOwner):
     def __init__(self, registry: TopicRegistry, clock) -> None:
         self.registry = registry
         self.clock = clock
-        self.factory: StageServerFactory | None = None
         self.epoch: str | None = None
         self._recent: set[int] = set()
         self._recentOrder: deque[int] = deque()
@@ -88,22 +89,46 @@ class QueueReader(LinkOwner):
             if "Messages" in frame:
                 batch = [(offset, topic, content) for offset, topic, content in frame["Messages"]]
             else:
-                batch = [(frame["Offset"], frame["Topic"], None)]
+                batch = [(frame["Offset"], frame["Topic"], frame["Content"])]
         except (ValueError, TypeError, KeyError):
             self.unexpectedFrame(payload)
             return
         self._checkEpoch(epoch)
+        subscribers = self.registry.subscribers
+        outgoing: list[tuple[str, bytes]] = []
         for offset, topic, content in batch:
             if offset not in self._recent:
                 self._remember(offset)
-                if content is None:
-                    # A single message from msgqueue is already the frame clients get.
-                    self._deliver(topic, payload)
-                elif self.registry.subscribers(topic):
-                    message = {"Topic": topic, "Content": content, "Offset": offset, "Epoch": epoch}
-                    self._deliver(topic, wire.encode(message))
+                if subscribers(topic):
+                    outgoing.append((topic, frames.textFrame(wire.delivery(topic, content, offset, epoch))))
             self._toAck = offset
+        if outgoing:
+            self._fanOut(outgoing)
         self._scheduleAck()
+
+    def _fanOut(self, outgoing: list[tuple[str, bytes]]) -> None:
+        """
+        Write framed messages (with their topics, in queue order) to every client
+        subscribed to them: one write per client, and a topic's frames joined once
+        for all the clients that have no other topic in this batch.
+        """
+        byTopic: dict[str, list[bytes]] = {}
+        for topic, frame in outgoing:
+            byTopic.setdefault(topic, []).append(frame)
+        topicsOf: dict[SubscribeHandler, list[str]] = {}
+        for topic in byTopic:
+            for client in self.registry.subscribers(topic):
+                topicsOf.setdefault(client, []).append(topic)
+        joined: dict[str, bytes] = {}
+        for client, topics in topicsOf.items():
+            if len(topics) == 1:
+                data = joined.get(topics[0])
+                if data is None:
+                    data = joined[topics[0]] = b"".join(byTopic[topics[0]])
+            else:
+                wanted = set(topics)
+                data = b"".join(frame for topic, frame in outgoing if topic in wanted)
+            client.sendFrames(data)
 
     def _checkEpoch(self, epoch: str) -> None:
         if epoch != self.epoch:
@@ -118,15 +143,6 @@ class QueueReader(LinkOwner):
         self._recentOrder.append(offset)
         if len(self._recentOrder) > RECENT_OFFSETS:
             self._recent.discard(self._recentOrder.popleft())
-
-    def _deliver(self, topic: str, payload: bytes) -> None:
-        clients = self.registry.subscribers(topic)
-        if not clients:
-            return
-        prepared = self.factory.prepareMessage(payload)
-        # A copy: a client found too slow is unsubscribed while we go through them.
-        for client in tuple(clients):
-            client.sendPrepared(prepared)
 
     def _scheduleAck(self) -> None:
         if self._ackCall is None:
@@ -201,17 +217,21 @@ class SubscribeHandler(EndpointHandler):
             self.registry.unsubscribe(topic, self)
         self.topics.clear()
 
-    def sendPrepared(self, prepared) -> None:
+    def sendFrames(self, data: bytes) -> None:
+        """
+        Write complete WebSocket frames (see L{frames.textFrame}) to the client,
+        or close it as a slow consumer if they would not fit in its buffer bound.
+        """
         if not self.connection.isOpen:
             return
         if self.backlog is not None:
-            size = len(prepared.payloadHybi)
+            size = len(data)
             self.backlog += size
             waiting = unsentBytes(self.connection)
             if (self.backlog if waiting is None else waiting + size) > self.maxClientBuffer:
                 self._tooSlow()
                 return
-        self.connection.sendPreparedMessage(prepared)
+        self.connection.sendData(data)
 
     def _tooSlow(self) -> None:
         self.log.warn(
@@ -231,9 +251,9 @@ def makeSubscriberFactory(
     maxClientBuffer: int = DEFAULT_MAX_CLIENT_BUFFER,
 ) -> StageServerFactory:
     """
-    The WebSocket server factory of the subscriber (and its reader's broadcast framing).
+    The WebSocket server factory of the subscriber.
     """
-    factory = StageServerFactory(
+    return StageServerFactory(
         {
             "/subscribe": lambda connection, request: SubscribeHandler(
                 connection, request, reader.registry, maxClientBuffer
@@ -243,5 +263,3 @@ def makeSubscriberFactory(
         limits,
         reactor,
     )
-    reader.factory = factory
-    return factory
