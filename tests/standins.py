@@ -11,6 +11,7 @@ import json
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
+from wsqueue import wire
 from wsqueue.auth import makeAuthenticator
 from wsqueue.link import QueueLink
 from wsqueue.server import EndpointHandler, Limits, StageServerFactory
@@ -33,8 +34,11 @@ class StandInPush(EndpointHandler):
         self.queue.pushers.append(self)
 
     def received(self, payload: bytes, isBinary: bool) -> None:
-        batch = json.loads(payload)
-        batch = batch if isinstance(batch, list) else [batch]
+        batch = [
+            {"Id": message.id, "Topic": message.topic, "Content": message.content} if message.hasId
+            else {"Topic": message.topic, "Content": message.content}
+            for message in wire.parsePush(payload, isBinary)
+        ]
         self.queue.pushed.extend(batch)
         if self.queue.autoAck:
             self.ack(batch[-1]["Id"])

@@ -29,6 +29,9 @@ def message(topic: str, content: str, requestId=None) -> bytes:
     return json.dumps(frame).encode()
 
 
+NOT_A_PUSH = 'frame must be a message object, a non-empty array of them, or {"Messages": [[Id, Topic, Content], ...]}'
+
+
 class MsgQueueTests(TestCase):
     timeout = 20
 
@@ -109,8 +112,11 @@ class MsgQueueTests(TestCase):
         pusher = await self.clients.connect(self.port, "/pushmsg")
         cases = [
             (b"not json", "frame is not valid JSON"),
-            (b"[]", "frame must be a message object or a non-empty array of them"),
-            (b"42", "frame must be a message object or a non-empty array of them"),
+            (b"[]", NOT_A_PUSH),
+            (b"42", NOT_A_PUSH),
+            (b'{"Messages": []}', NOT_A_PUSH),
+            (b'{"Messages": [[1, "t"]]}', "each entry of Messages must be [Id, Topic, Content]"),
+            (b'{"Messages": [[{}, "t", "c"]]}', "Id must be a string or a finite number"),
             (b'{"Topic": "", "Content": "x", "Id": 3}', "Topic must not be empty"),
             (b'{"Topic": "t", "Content": 5}', "Content must be a string"),
         ]
@@ -131,6 +137,23 @@ class MsgQueueTests(TestCase):
         self.assertEqual(await nextJSON(pusher), {"Error": "Content must be a string", "Id": 2})
         self.assertEqual(await nextJSON(pusher), {"Ack": 3})
         self.assertEqual(self.broker.store.retained, 2)
+
+    async def test_compactBatch(self) -> None:
+        """
+        The publisher's batch C{{"Messages": [[Id, Topic, Content], ...]}} is stored in
+        order and acknowledged by its last Id; a bad entry is refused by its Id alone.
+        """
+        pusher = await self.clients.connect(self.port, "/pushmsg?producer=p1")
+        popper = await self.clients.connect(self.port, "/popmsg")
+        pusher.sendMessage(json.dumps({"Messages": [[1, "t", "a"], [2, "t", 5], [3, "u", "c\u00e9"]]}).encode())
+        self.assertEqual(await nextJSON(pusher), {"Error": "Content must be a string", "Id": 2})
+        self.assertEqual(await nextJSON(pusher), {"Ack": 3})
+        self.assertEqual([(m["Topic"], m["Content"]) for m in [await nextJSON(popper), await nextJSON(popper)]],
+                         [("t", "a"), ("u", "c\u00e9")])
+        pusher.sendMessage(json.dumps({"Messages": [[3, "u", "c\u00e9"], [4, "t", "d"]]}).encode())
+        self.assertEqual(await nextJSON(pusher), {"Ack": 4})
+        self.assertEqual((await nextJSON(popper))["Content"], "d")
+        await noFrameWithin(popper, 0.1)
 
     async def test_tooBig(self) -> None:
         """

@@ -263,7 +263,8 @@ class ForwarderTests(TestCase):
 
     def test_batches(self) -> None:
         """
-        Messages submitted in one reactor turn go to msgqueue as one array frame.
+        Messages submitted in one reactor turn go to msgqueue as one batch frame of
+        C{[Id, Topic, Content]} entries, numbered in order.
         """
         link = FakeLink()
         self.forwarder.linkOpened(link)
@@ -271,7 +272,26 @@ class ForwarderTests(TestCase):
         self.assertEqual(link.sent, [])
         self.clock.advance(0)
         self.assertEqual(len(link.sent), 1)
-        self.assertEqual([m["Id"] for m in json.loads(link.sent[0])], [1, 2, 3, 4, 5])
+        self.assertEqual(json.loads(link.sent[0]), {"Messages": [[i + 1, "t", str(i)] for i in range(5)]})
+
+    def test_batchesWithinMessageSize(self) -> None:
+        """
+        A batch frame stays within C{batchBytes} (msgqueue's message size limit) with
+        non-ASCII text too; a message bigger than that goes alone.
+        """
+        forwarder = Forwarder(self.clock, batchBytes=1000)
+        link = FakeLink()
+        forwarder.linkOpened(link)
+        contents = ["a" * 300] * 5 + ["\u00e9" * 300] * 3 + ["b" * 2000, "c"]
+        for content in contents:
+            forwarder.submit(wire.Message("t", content, None, False), self.client)
+        self.clock.advance(0)
+        batches = [json.loads(frame)["Messages"] for frame in link.sent]
+        self.assertEqual([content for batch in batches for _, _, content in batch], contents)
+        for frame, batch in zip(link.sent, batches):
+            if len(batch) > 1:
+                self.assertLessEqual(len(frame), 1000)
+        self.assertIn(["b" * 2000], [[content for _, _, content in batch] for batch in batches])
 
     def test_unexpectedFrames(self) -> None:
         """

@@ -2,8 +2,9 @@
 """
 The msgqueue stage: C{/pushmsg} appends messages, C{/popmsg} hands them out.
 
-Frames on C{/pushmsg} are one message object or a JSON array of them (publishers
-batch); each carries C{Topic}, C{Content} and optionally C{Id}.  Once a frame's
+Frames on C{/pushmsg} are one message object (C{Topic}, C{Content}, optionally
+C{Id}), a JSON array of them, or the publisher's batch C{{"Messages": [[Id, Topic,
+Content], ...]}}.  Once a frame's
 messages are in the store, msgqueue answers C{{"Ack": <last Id in the frame>}}.  A
 pusher that names itself (C{/pushmsg?producer=NAME}) numbers its messages with
 increasing integer Ids, and msgqueue skips any it has already stored, so the pusher
@@ -63,18 +64,18 @@ class PushHandler(EndpointHandler):
         self.broker.removePusher(self.connection.transport)
 
     def received(self, payload: bytes, isBinary: bool) -> None:
-        objects = self._decode(payload, isBinary)
-        if objects is None:
+        parsed = wire.parsePush(payload, isBinary)
+        if isinstance(parsed, wire.WireError):
+            self.connection.sendError(parsed)
             return
         refusal = self.broker.refusal()
         if refusal is not None:
-            self._refuse([obj["Id"] for obj in objects if isinstance(obj, dict) and "Id" in obj], refusal)
+            self._refuse([message.id for message in parsed if message.hasId], refusal)
             return
         messages: list[tuple[str, str]] = []
         seqs: list[int] = []
         ids: list[wire.JSONId] = []
-        for obj in objects:
-            message = wire.parseMessageObject(obj)
+        for message in parsed:
             if isinstance(message, wire.WireError):
                 self.connection.sendError(message)
                 continue
@@ -100,22 +101,6 @@ class PushHandler(EndpointHandler):
             self.connection.sendError(wire.WireError(reason, requestId, True))
         if not ids:
             self.connection.sendError(wire.WireError(reason))
-
-    def _decode(self, payload: bytes, isBinary: bool) -> list | None:
-        if isBinary:
-            self.connection.sendError(wire.WireError("binary frames are not supported; send JSON text"))
-            return None
-        try:
-            obj = json.loads(payload)
-        except (ValueError, UnicodeDecodeError):
-            self.connection.sendError(wire.WireError("frame is not valid JSON"))
-            return None
-        if isinstance(obj, dict):
-            return [obj]
-        if isinstance(obj, list) and obj:
-            return obj
-        self.connection.sendError(wire.WireError("frame must be a message object or a non-empty array of them"))
-        return None
 
     def _stored(self, offsets: list[int | None], ids: list[wire.JSONId]) -> None:
         # Resends skipped as already stored (None offsets) are acknowledged too.

@@ -27,6 +27,15 @@ from wsqueue.server import EndpointHandler, Limits, StageServerFactory, StageSer
 
 BATCH_MESSAGES = 1000
 BATCH_BYTES = 256 * 1024
+BATCH_ENTRY_SLACK = 32
+"""What one message adds to a batch frame besides its text: brackets, quotes, its number."""
+
+
+def _utf8Bound(text: str) -> int:
+    """
+    At most how many bytes C{text} takes in UTF-8 (exact for ASCII, the common case).
+    """
+    return len(text) if text.isascii() else 4 * len(text)
 
 
 class _Held:
@@ -34,11 +43,14 @@ class _Held:
     A message the forwarder holds until msgqueue acknowledges it.
     """
 
-    __slots__ = ("clientId", "frame", "hasId", "origin", "seq")
+    __slots__ = ("clientId", "content", "hasId", "origin", "seq", "topic")
 
-    def __init__(self, seq: int, frame: bytes, origin: PublishHandler, clientId: wire.JSONId, hasId: bool) -> None:
+    def __init__(
+        self, seq: int, topic: str, content: str, origin: PublishHandler, clientId: wire.JSONId, hasId: bool
+    ) -> None:
         self.seq = seq
-        self.frame = frame
+        self.topic = topic
+        self.content = content
         self.origin = origin
         self.clientId = clientId
         self.hasId = hasId
@@ -49,13 +61,16 @@ class Forwarder(LinkOwner):
     Carries published messages to msgqueue in order, in batches, until acknowledged.
 
     @ivar producerName: this process's name towards msgqueue's de-duplication.
+    @ivar batchBytes: about the most message text one frame to msgqueue carries; it
+        must stay within msgqueue's C{--max-message-size} (a bigger message goes alone).
     """
 
     log = Logger()
 
-    def __init__(self, clock, maxBuffered: int = 10_000) -> None:
+    def __init__(self, clock, maxBuffered: int = 10_000, batchBytes: int = BATCH_BYTES) -> None:
         self.clock = clock
         self.maxBuffered = maxBuffered
+        self.batchBytes = batchBytes
         self.hardLimit = maxBuffered + max(100, maxBuffered // 10)
         self.producerName = uuid.uuid4().hex
         self.stopping = False
@@ -93,8 +108,7 @@ class Forwarder(LinkOwner):
                 message.id, message.hasId,
             )
         self._seq += 1
-        frame = wire.encode({"Id": self._seq, "Topic": message.topic, "Content": message.content})
-        self._unsent.append(_Held(self._seq, frame, origin, message.id, message.hasId))
+        self._unsent.append(_Held(self._seq, message.topic, message.content, origin, message.id, message.hasId))
         if not self._paused and self.held >= self.maxBuffered:
             self._setPaused(True)
         self._scheduleFlush()
@@ -117,15 +131,19 @@ class Forwarder(LinkOwner):
 
     def _flush(self) -> None:
         self._flushCall = None
-        while self._unsent and self._link is not None and self._link.isOpen:
-            batch: list[bytes] = []
+        unsent, inFlight = self._unsent, self._inFlight
+        while unsent and self._link is not None and self._link.isOpen:
+            batch: list[list] = []
             size = 0
-            while self._unsent and len(batch) < BATCH_MESSAGES and (not batch or size + len(self._unsent[0].frame) <= BATCH_BYTES):
-                held = self._unsent.popleft()
-                batch.append(held.frame)
-                size += len(held.frame) + 1
-                self._inFlight.append(held)
-            self._link.send(b"[" + b",".join(batch) + b"]")
+            while unsent and len(batch) < BATCH_MESSAGES:
+                held = unsent[0]
+                size += _utf8Bound(held.topic) + _utf8Bound(held.content) + BATCH_ENTRY_SLACK
+                if batch and size > self.batchBytes:
+                    break
+                unsent.popleft()
+                batch.append([held.seq, held.topic, held.content])
+                inFlight.append(held)
+            self._link.send(wire.encode({"Messages": batch}))
 
     def linkOpened(self, link: LinkProtocol) -> None:
         super().linkOpened(link)

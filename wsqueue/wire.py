@@ -25,6 +25,10 @@ _RESERVED_TOPIC_CHARACTERS = re.compile(r"[*>]")
 
 JSONId = str | int | float | bool | None
 
+VALID_TOPICS_REMEMBERED = 10_000
+_validTopics: set[str] = set()
+"""Topics that passed L{checkTopic} lately: every message names one, and most name few."""
+
 
 @dataclass(frozen=True, slots=True)
 class WireError:
@@ -105,6 +109,8 @@ def checkTopic(topic: object) -> str | None:
     Topics are 1 to L{MAX_TOPIC_LENGTH} characters without whitespace or control
     characters; C{*} and C{>} are reserved for wildcard subscriptions.
     """
+    if type(topic) is str and topic in _validTopics:
+        return None
     if not isinstance(topic, str):
         return "Topic must be a string"
     if not topic:
@@ -115,7 +121,12 @@ def checkTopic(topic: object) -> str | None:
         return "Topic must not contain whitespace or control characters"
     if _RESERVED_TOPIC_CHARACTERS.search(topic):
         return "Topic must not contain '*' or '>' (reserved for wildcards)"
-    return _unpairedSurrogate("Topic", topic)
+    problem = _unpairedSurrogate("Topic", topic)
+    if problem is None:
+        if len(_validTopics) >= VALID_TOPICS_REMEMBERED:
+            _validTopics.clear()
+        _validTopics.add(topic)
+    return problem
 
 
 def _unpairedSurrogate(name: str, text: str) -> str | None:
@@ -181,6 +192,44 @@ def parsePublish(payload: bytes, isBinary: bool = False) -> Message | WireError:
     if isinstance(obj, WireError):
         return obj
     return parseMessageObject(obj)
+
+
+def parsePush(payload: bytes, isBinary: bool = False) -> list[Message | WireError] | WireError:
+    """
+    Parse a frame sent to msgqueue's C{/pushmsg}: one message object, a non-empty
+    array of them, or a publisher's batch C{{"Messages": [[Id, Topic, Content], ...]}}
+    (one JSON string per text, no keys repeated per message).  Each message is
+    checked on its own, so one bad message does not take the others down with it.
+    """
+    if isBinary:
+        return WireError("binary frames are not supported; send JSON text")
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return WireError("frame is not valid JSON")
+    if isinstance(obj, dict):
+        if "Messages" not in obj:
+            return [parseMessageObject(obj)]
+        entries = obj["Messages"]
+        if isinstance(entries, list) and entries:
+            return [_parseBatchEntry(entry) for entry in entries]
+    elif isinstance(obj, list) and obj:
+        return [parseMessageObject(item) for item in obj]
+    return WireError('frame must be a message object, a non-empty array of them, or {"Messages": [[Id, Topic, Content], ...]}')
+
+
+def _parseBatchEntry(entry: object) -> Message | WireError:
+    if not (isinstance(entry, list) and len(entry) == 3):
+        return WireError("each entry of Messages must be [Id, Topic, Content]")
+    requestId, topic, content = entry
+    if isinstance(requestId, (dict, list)) or (isinstance(requestId, float) and not math.isfinite(requestId)):
+        return WireError("Id must be a string or a finite number")
+    problem = checkTopic(topic)
+    if problem is None:
+        problem = _unpairedSurrogate("Content", content) if isinstance(content, str) else "Content must be a string"
+    if problem is not None:
+        return WireError(problem, requestId, True)
+    return Message(topic, content, requestId, True)
 
 
 _COMMANDS = {"sub": True, "unsub": False}

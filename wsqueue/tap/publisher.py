@@ -8,7 +8,7 @@ from __future__ import annotations
 from twisted.application.service import MultiService
 
 from wsqueue.options import LinkedServerOptions, _positiveInt
-from wsqueue.publisher import Forwarder, makePublisherFactory
+from wsqueue.publisher import BATCH_BYTES, Forwarder, makePublisherFactory
 from wsqueue.tap._common import CallOnStop, daemonService, linkedStageService
 
 
@@ -25,7 +25,9 @@ def buildPublisher(options: Options, reactor, port: int | None = None, retryPoli
     """
     The publisher's services: its listener and its link to msgqueue.
     """
-    forwarder = Forwarder(reactor, maxBuffered=options["max-buffered"])
+    forwarder = Forwarder(
+        reactor, maxBuffered=options["max-buffered"], batchBytes=min(BATCH_BYTES, options["max-message-size"])
+    )
     path = f"/pushmsg?producer={forwarder.producerName}"
     service = linkedStageService(options, reactor, forwarder, makePublisherFactory, path, port, retryPolicy)
     # Stopped first: refuse new messages, and wait for msgqueue to acknowledge the rest.
