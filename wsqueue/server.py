@@ -22,6 +22,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from wsqueue import frames
 from wsqueue.auth import UNAUTHORIZED_HEADERS, BasicAuthenticator
 from wsqueue.wire import WireError
 
@@ -162,6 +163,46 @@ class StageServerProtocol(WebSocketServerProtocol):
             return failure
         self.eventLog.failure("accepting {peer} on {path} failed", failure, peer=self.peer, path=self.path)
         raise ConnectionDeny(500, "internal error")
+
+    # Whole client frames are read by wsqueue.frames where it can (see there why);
+    # the start of a frame that has not fully arrived waits here.
+    _heldData: bytearray | None = None
+    _heldNeed: int = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._heldData is not None:
+            self._heldData += data
+            if len(self._heldData) < self._heldNeed:
+                return
+            data, self._heldData = bytes(self._heldData), None
+        if not self._readsFramesItself():
+            super().dataReceived(data)
+            return
+        messages, stop, need = frames.readClientFrames(data, self.maxMessagePayloadSize)
+        for start, payload, isBinary in messages:
+            if self.state != self.STATE_OPEN:
+                # A handler closed the connection: the rest is Autobahn's to handle.
+                super().dataReceived(data[start:])
+                return
+            self.onMessage(payload, isBinary)
+        if stop == len(data):
+            return
+        if need and self.state == self.STATE_OPEN:
+            self._heldData, self._heldNeed = bytearray(data[stop:]), need
+        else:
+            super().dataReceived(data[stop:])
+
+    def _readsFramesItself(self) -> bool:
+        # Only between messages, as Autobahn would see it, and on plain connections.
+        return (
+            self.state == self.STATE_OPEN
+            and not self.data
+            and self.current_frame is None
+            and not self.inside_message
+            and self._perMessageCompress is None
+            and not self.logOctets
+            and not self.logFrames
+        )
 
     def onOpen(self) -> None:
         self.factory.connections.add(self)
