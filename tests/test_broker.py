@@ -161,13 +161,12 @@ class DeliveryTests(BrokerTestCase):
 
     def test_pushDelivers(self) -> None:
         """
-        A pushed message reaches a consumer with the store's epoch once the dispatch has run.
+        A pushed message reaches a consumer, with the store's epoch, without waiting
+        for another reactor turn: the read goes to the store right behind the append.
         """
         consumer = self.addConsumer("c1")
         d = self.broker.push(messages("a"))
         self.assertEqual(self.successResultOf(d), [1])
-        self.assertEqual(consumer.deliveries, [])
-        self.clock.advance(0)
         self.assertEqual(consumer.deliveries, [([Entry(1, "a", "c-a")], self.store.epoch)])
 
     def test_consumerAddedLaterGetsQueued(self) -> None:
@@ -266,17 +265,6 @@ class DeliveryTests(BrokerTestCase):
         self.push("a")
         self.assertEqual((blocked.offsets, other.offsets), ([], [1]))
 
-    def test_oneDispatchPerTurn(self) -> None:
-        """
-        Many pushes before the dispatch runs schedule one dispatch, not one each.
-        """
-        consumer = self.addConsumer("c1")
-        self.broker.push(messages("a"))
-        self.broker.push(messages("b"))
-        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
-        self.clock.advance(0)
-        self.assertEqual(consumer.deliveries, [([Entry(1, "a", "c-a"), Entry(2, "b", "c-b")], self.store.epoch)])
-
 
 class ExplicitAckTests(BrokerTestCase):
     """
@@ -296,6 +284,26 @@ class ExplicitAckTests(BrokerTestCase):
         self.assertEqual(consumer.offsets, [1, 2, 3, 4])
         self.assertEqual(self.ack(consumer, 4), 3)
         self.assertEqual(consumer.offsets, [1, 2, 3, 4, 5])
+
+    def test_storeReadsOnlyWhenSomethingWaits(self) -> None:
+        """
+        The broker asks the store for entries only when some may be there: not again
+        after a short read, and not after an ack unless the window was full.
+        """
+        reads = []
+        readGroup = self.store.readGroup
+        self.store.readGroup = lambda *args: reads.append(args[2]) or readGroup(*args)
+        self.broker.maxInFlight = 3
+        consumer = self.addConsumer("c1", explicitAck=True)
+        reads.clear()
+        self.push("a", "b")
+        self.assertEqual((consumer.offsets, reads), ([1, 2], [3]))
+        self.ack(consumer, 2)
+        self.assertEqual(reads, [3])
+        self.push("c", "d", "e", "f")
+        self.assertEqual((consumer.offsets, reads), ([1, 2, 3, 4, 5], [3, 3]))
+        self.ack(consumer, 3)
+        self.assertEqual((consumer.offsets, reads), ([1, 2, 3, 4, 5, 6], [3, 3, 1]))
 
     def test_ackIsCumulative(self) -> None:
         """
@@ -571,6 +579,8 @@ class SlowStoreTests(SynchronousTestCase):
         consumer = FakeConsumer("c1")
         self.broker.addConsumer(consumer)
         self.broker.push(messages("a"))
+        # The push itself sent the read, behind its append, and nothing is scheduled.
+        self.assertEqual((len(self.store.reads), self.clock.getDelayedCalls()), (1, []))
         self.clock.advance(0)
         self.assertEqual(len(self.store.reads), 1)
         self.broker.push(messages("b"))

@@ -83,6 +83,23 @@ class StoreConformanceMixin:
         self.successResultOf(self.store.ack("g", [2]))
         self.assertEqual(self.store.retained, 0)
 
+    def test_deadLettersDoNotShortenARead(self) -> None:
+        """
+        Dead letters do not count against a read: it is filled from the entries given
+        back after them, so a short read means the group has nothing more now.
+        """
+        self.append("a", "b", "c", "d")
+        self.read("g", "c1", 2)
+        for _ in range(2):
+            self.successResultOf(self.store.release("g", "c1"))
+            self.read("g", "c1", 2)
+        self.read("g", "c1", 2)
+        self.successResultOf(self.store.release("g", "c1"))
+        # Offsets 1 and 2 have been delivered 3 times, 3 and 4 once; all are given back.
+        entries = self.successResultOf(self.store.readGroup("g", "c2", 2, maxDeliver=3))
+        self.assertEqual([e.offset for e in entries], [3, 4])
+        self.assertEqual([letter.offset for letter in self.successResultOf(self.store.deadLetters("g"))], [1, 2])
+
     def test_lateAckOfReleasedEntryIgnored(self) -> None:
         """
         An ack for an entry already given back to the group does not remove it: it

@@ -156,11 +156,18 @@ class QueueBroker:
         """
         d = self.store.append(messages, producer, seqs)
         d.addCallback(self._appended)
+        # Read for waiting consumers now, not once the append has committed: the
+        # store runs operations in order, so the read sees the new entries (in the
+        # same transaction when they are taken together) and, like the append, is
+        # answered only after the commit.  That saves a round trip to the store.
+        if self._dispatchCall is not None:
+            self._dispatchCall.cancel()
+            self._dispatchCall = None
+        self._startDispatch()
         return d
 
     def _appended(self, offsets: list[int]) -> list[int]:
         self._updatePause()
-        self._scheduleDispatch()
         return offsets
 
     def _updatePause(self) -> None:
@@ -225,15 +232,19 @@ class QueueBroker:
             index = state.inFlight.index(upTo)
         except ValueError:
             return None
+        wasFull = len(state.inFlight) >= self.maxInFlight
         done = state.inFlight[: index + 1]
         del state.inFlight[: index + 1]
         d = self.store.ack(consumer.group, done)
-        d.addCallback(self._acked)
+        d.addCallback(self._acked, wasFull)
         return d
 
-    def _acked(self, count: int) -> int:
+    def _acked(self, count: int, wasFull: bool) -> int:
         self._updatePause()
-        self._scheduleDispatch()
+        if wasFull:
+            # Only a full window held entries back from this consumer; otherwise the
+            # last dispatch already handed out everything there was.
+            self._scheduleDispatch()
         return count
 
     def consumerWritable(self) -> None:
@@ -284,6 +295,7 @@ class QueueBroker:
                     entries = await self.store.readGroup(group, state.consumer.name, room, self.maxDeliver)
                     if not entries:
                         break
+                    exhausted = len(entries) < room
                     if state.consumer not in self._byConsumer:
                         # It left while the store read: give the entries back.
                         await self.store.release(group, state.consumer.name)
@@ -299,6 +311,10 @@ class QueueBroker:
                     if members and members[-1] is not state:
                         members.remove(state)
                         members.append(state)
+                    if exhausted:
+                        # A short read: the group has nothing more now (see readGroup),
+                        # so no read that would come back empty.
+                        break
                     progress = True
         self._updatePause()
 

@@ -88,7 +88,8 @@ class IMessageStore(Interface):
         L{release} come first, then entries the group has never seen, in offset order.
         Every returned entry is pending for C{consumer} until L{ack}ed.  An entry that
         has already been delivered C{maxDeliver} times moves to the group's dead
-        letters instead (see L{deadLetters}).
+        letters instead (see L{deadLetters}) and does not count against C{count}, so
+        fewer than C{count} entries means the group has nothing more to hand out now.
         """
 
     def ack(group: str, offsets: Sequence[int]) -> Deferred[int]:

@@ -195,20 +195,26 @@ class _Database:
     def readGroup(self, group: str, consumer: str, count: int, maxDeliver: int | None) -> list[Entry]:
         nextOffset = self._group(group)
         now = self.now()
-        released = list(
-            self.db.execute(
-                "SELECT offset, deliveries FROM pending WHERE grp = ? AND consumer = '' ORDER BY offset LIMIT ?",
-                (group, count),
+        again: list[int] = []
+        while len(again) < count:
+            released = list(
+                self.db.execute(
+                    "SELECT offset, deliveries FROM pending WHERE grp = ? AND consumer = '' ORDER BY offset LIMIT ?",
+                    (group, count - len(again)),
+                )
             )
-        )
-        dead = [offset for offset, deliveries in released if maxDeliver is not None and deliveries >= maxDeliver]
-        if dead:
-            self._deadLetter(group, dead, now)
-        again = [offset for offset, _ in released if offset not in dead]
-        self.db.executemany(
-            "UPDATE pending SET consumer = ?, deliveries = deliveries + 1, delivered = ? WHERE grp = ? AND offset = ?",
-            [(consumer, now, group, offset) for offset in again],
-        )
+            dead = [offset for offset, deliveries in released if maxDeliver is not None and deliveries >= maxDeliver]
+            if dead:
+                self._deadLetter(group, dead, now)
+            taken = [offset for offset, _ in released if offset not in dead]
+            self.db.executemany(
+                "UPDATE pending SET consumer = ?, deliveries = deliveries + 1, delivered = ? WHERE grp = ? AND offset = ?",
+                [(consumer, now, group, offset) for offset in taken],
+            )
+            again.extend(taken)
+            if not dead:
+                # Dead letters made room for more given-back entries; otherwise there are none.
+                break
         result = [Entry(offset, topic, content) for offset, topic, content in self._entries(again)]
         fresh = list(
             self.db.execute(
