@@ -5,12 +5,14 @@ inside the connection, and stopping closes WebSockets with 1001.
 
 from __future__ import annotations
 
+import socket
+
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
 from wsqueue.auth import basicHeader, makeAuthenticator
-from wsqueue.link import HandshakeFailed
+from wsqueue.link import HandshakeFailed, LinkOwner
 from wsqueue.server import ConnectionCloser, EndpointHandler, Limits, StageServerFactory, unsentBytes
 
 from .helpers import Clients, listenTLS, nextJSON, rawRequest, upgradeRequest, waitFor
@@ -117,15 +119,25 @@ class LinkStartDelayTests(TestCase):
         self.assertEqual(len(queue.poppers), 1)
 
 
-class _Owner:
-    def linkOpened(self, link) -> None:
-        pass
-
+class _Owner(LinkOwner):
     def linkReceived(self, link, payload, isBinary) -> None:
         pass
 
-    def linkClosed(self, link) -> None:
-        pass
+
+class NoDelayTests(TestCase):
+    timeout = 20
+
+    async def test_serverAndLinkSocketsNoDelay(self) -> None:
+        """
+        Server connections and links send small frames at once (TCP_NODELAY), so a
+        frame never waits for the peer's delayed acknowledgement.
+        """
+        queue = StandInQueue(self)
+        link = startLink(self, queue.listen(), "/popmsg", _Owner())
+        await waitFor(lambda: queue.poppers and link.protocol, what="the link open on both ends")
+        for transport in (queue.poppers[0].connection.transport, link.protocol.transport):
+            tcp = transport.transport  # under TLS
+            self.assertTrue(tcp.getHandle().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
 
 
 class UnsentBytesTests(TestCase):

@@ -9,9 +9,10 @@ import json
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, globalLogPublisher
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from wsqueue import subscriber as subscriberModule
 from wsqueue.auth import makeAuthenticator
@@ -271,3 +272,63 @@ class SubscriberTests(TestCase):
         await waitFor(lambda: len(self.queue.poppers) == 2, what="the new link")
         self.queue.poppers[1].deliver("x", "after", 7)
         self.assertEqual((await nextJSON(client))["Content"], "after")
+
+
+class _FakeLink:
+    def __init__(self) -> None:
+        self.sent: list[dict] = []
+
+    def send(self, payload: bytes) -> bool:
+        self.sent.append(json.loads(payload))
+        return True
+
+
+class AckPacingTests(SynchronousTestCase):
+    """
+    The reader acknowledges a stream every L{subscriberModule.ACK_EVERY} messages and
+    a trickle within L{subscriberModule.ACK_DELAY}, and before its link closes on stop.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.reader = QueueReader(TopicRegistry(), self.clock)
+        self.link = _FakeLink()
+        self.reader.linkOpened(self.link)
+
+    def deliver(self, *offsets: int) -> None:
+        frame = {"Epoch": "e1", "Messages": [[offset, "t", "x"] for offset in offsets]}
+        self.reader.linkReceived(self.link, json.dumps(frame).encode(), False)
+
+    def test_trickle(self) -> None:
+        """
+        Messages arriving one by one share one ack, sent ACK_DELAY after the first.
+        """
+        for offset in range(1, 6):
+            self.deliver(offset)
+            self.clock.advance(0.001)
+        self.assertEqual(self.link.sent, [])
+        self.clock.advance(subscriberModule.ACK_DELAY)
+        self.assertEqual(self.link.sent, [{"Ack": 5}])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_stream(self) -> None:
+        """
+        Once ACK_EVERY messages wait for an ack, it goes in the same reactor turn.
+        """
+        self.deliver(1)
+        self.deliver(*range(2, subscriberModule.ACK_EVERY + 1))
+        self.clock.advance(0)
+        self.assertEqual(self.link.sent, [{"Ack": subscriberModule.ACK_EVERY}])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_stopping(self) -> None:
+        """
+        A stopping stage acknowledges at once what it handed out; a closed link
+        leaves nothing scheduled.
+        """
+        self.deliver(1, 2)
+        self.reader.linkStopping(self.link)
+        self.assertEqual((self.link.sent, self.clock.getDelayedCalls()), ([{"Ack": 2}], []))
+        self.deliver(3)
+        self.reader.linkClosed(self.link)
+        self.assertEqual(self.clock.getDelayedCalls(), [])

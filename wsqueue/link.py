@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from wsqueue.auth import basicHeader
-from wsqueue.server import GOING_AWAY, Limits, applyLimits, closeWith
+from wsqueue.server import GOING_AWAY, Limits, applyLimits, closeWith, setNoDelay
 
 RetryPolicy = Callable[[int], float]
 
@@ -75,6 +75,11 @@ class LinkOwner:
         if self._link is link:
             self._link = None
 
+    def linkStopping(self, link: LinkProtocol) -> None:
+        """
+        The stage is stopping and the link closes next: the last chance to send.
+        """
+
     def unexpectedFrame(self, payload: bytes) -> None:
         """
         Log a frame from msgqueue this stage cannot read (never fatal).
@@ -95,6 +100,10 @@ class LinkProtocol(WebSocketClientProtocol):
         self.opened: Deferred[LinkProtocol] = Deferred()
         self.closed: Deferred[None] = Deferred()
         self._lostReason: Failure | None = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        setNoDelay(self.transport)
 
     def connectionLost(self, reason: Failure) -> None:
         self._lostReason = reason
@@ -250,6 +259,7 @@ class QueueLink(Service):
             return succeed(None)
         protocol = self.protocol
         if protocol is not None and protocol.isOpen:
+            self.owner.linkStopping(protocol)
             closeWith(protocol, GOING_AWAY, "stage shutting down")
             waiting = protocol.closed
         else:

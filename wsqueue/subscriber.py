@@ -30,6 +30,9 @@ from wsqueue.server import EndpointHandler, Limits, StageServerFactory, StageSer
 MAX_SUBSCRIPTIONS_PER_CLIENT = 10_000
 DEFAULT_MAX_CLIENT_BUFFER = 1024 * 1024
 POLICY_VIOLATION = 1008
+ACK_EVERY = 100
+ACK_DELAY = 0.02
+"""The reader acknowledges after this many messages or this many seconds, whichever comes first."""
 RECENT_OFFSETS = 100_000
 """How many handled offsets are remembered to recognise a redelivery (well above
 msgqueue's window of unacknowledged messages per consumer)."""
@@ -77,10 +80,27 @@ class QueueReader(LinkOwner):
         self._recentOrder: deque[int] = deque()
         self._ackCall = None
         self._toAck: int | None = None
+        self._unacked = 0
 
     def linkOpened(self, link: LinkProtocol) -> None:
         super().linkOpened(link)
         self._toAck = None
+        self._unacked = 0
+
+    def linkClosed(self, link: LinkProtocol) -> None:
+        super().linkClosed(link)
+        # What was not acknowledged comes again on the next link (and is dropped as
+        # recently handled).
+        if self._ackCall is not None:
+            self._ackCall.cancel()
+            self._ackCall = None
+
+    def linkStopping(self, link: LinkProtocol) -> None:
+        # Acknowledge what was handed to clients, so that it is not delivered again
+        # through another subscriber of the group.
+        if self._ackCall is not None:
+            self._ackCall.cancel()
+            self._sendAck()
 
     def linkReceived(self, link: LinkProtocol, payload: bytes, isBinary: bool) -> None:
         try:
@@ -102,6 +122,7 @@ class QueueReader(LinkOwner):
                 if subscribers(topic):
                     outgoing.append((topic, frames.textFrame(wire.delivery(topic, content, offset, epoch))))
             self._toAck = offset
+        self._unacked += len(batch)
         if outgoing:
             self._fanOut(outgoing)
         self._scheduleAck()
@@ -145,14 +166,22 @@ class QueueReader(LinkOwner):
             self._recent.discard(self._recentOrder.popleft())
 
     def _scheduleAck(self) -> None:
+        # One ack per ACK_EVERY messages at most, and none later than ACK_DELAY after
+        # a message: a trickle costs msgqueue one store transaction per ack, while a
+        # stream never waits on its window of unacknowledged messages.
+        soon = 0 if self._unacked >= ACK_EVERY else ACK_DELAY
+        if self._ackCall is not None and soon == 0 and self._ackCall.getTime() > self.clock.seconds():
+            self._ackCall.cancel()
+            self._ackCall = None
         if self._ackCall is None:
-            self._ackCall = self.clock.callLater(0, self._sendAck)
+            self._ackCall = self.clock.callLater(soon, self._sendAck)
 
     def _sendAck(self) -> None:
         self._ackCall = None
         # Acknowledges this offset and everything msgqueue delivered before it.
         if self._link is not None and self._toAck is not None and self._link.send(wire.encode({"Ack": self._toAck})):
             self._toAck = None
+            self._unacked = 0
 
 
 @implementer(IPushProducer)
