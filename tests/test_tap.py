@@ -11,6 +11,7 @@ L{MemoryReactorClock}, so nothing touches the network.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 
@@ -682,3 +683,53 @@ class ShutdownTests(SynchronousTestCase):
         self.assertIsNone(never.retention().groupExpiry)
         for bad in (["--group-expiry", "soon"], ["--ack-wait", "0"], ["--retention-max-age", "-5m"]):
             self.assertRaises(usage.UsageError, msgqueue.Options().parseOptions, bad)
+
+
+class OpenFileLimitTests(SynchronousTestCase):
+    """
+    Tests for L{_common.raiseOpenFileLimit}: a daemon takes all the descriptors its
+    hard limit allows, so that 10,000 clients fit where the system lets them.
+    """
+
+    def limits(self, soft, hard, refuse: bool = False):
+        calls = []
+
+        def setrlimit(which, values):
+            if refuse:
+                raise ValueError("not allowed")
+            calls.append(values)
+
+        return (lambda which: (soft, hard)), setrlimit, calls
+
+    def test_raisedToHard(self) -> None:
+        """
+        The soft limit goes up to the hard one, quietly when that is enough.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        getrlimit, setrlimit, calls = self.limits(1024, 65536)
+        self.assertEqual(_common.raiseOpenFileLimit(getrlimit, setrlimit), 65536)
+        self.assertEqual((calls, len(events)), ([(65536, 65536)], 0))
+
+    def test_unlimited(self) -> None:
+        """
+        Under an unlimited hard limit the soft one goes to a generous finite number;
+        an unlimited soft limit stays.
+        """
+        getrlimit, setrlimit, calls = self.limits(1024, resource.RLIM_INFINITY)
+        self.assertEqual(_common.raiseOpenFileLimit(getrlimit, setrlimit), _common.UNLIMITED_OPEN_FILES)
+        self.assertEqual(calls, [(_common.UNLIMITED_OPEN_FILES, resource.RLIM_INFINITY)])
+        getrlimit, setrlimit, calls = self.limits(resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+        self.assertEqual(_common.raiseOpenFileLimit(getrlimit, setrlimit), resource.RLIM_INFINITY)
+        self.assertEqual(calls, [])
+
+    def test_lowHardLimitWarns(self) -> None:
+        """
+        A hard limit too low for 10,000 connections, or one that cannot be reached,
+        is said in a warning that tells what to raise.
+        """
+        for soft, hard, refuse, expected in [(1024, 4096, False, 4096), (1024, 65536, True, 1024)]:
+            events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+            getrlimit, setrlimit, _ = self.limits(soft, hard, refuse)
+            self.assertEqual(_common.raiseOpenFileLimit(getrlimit, setrlimit), expected)
+            self.assertIn(LogLevel.warn, [event["log_level"] for event in events])
+            self.assertIn("LimitNOFILE", events[-1]["log_format"])

@@ -4,6 +4,7 @@ What the daemons' C{makeService} functions share.
 
 from __future__ import annotations
 
+import resource
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -50,11 +51,44 @@ def daemonService(tapname: str, options, reactor, build: Callable[[object], Stop
     stop bounded by C{--shutdown-timeout}.
     """
     reactor = defaultReactor(reactor)
+    raiseOpenFileLimit()
     with startupErrors(tapname):
         service = build(reactor)
     ExitCleanlyOnSigterm(reactor).setServiceParent(service)
     service.shutdownTimeout = (reactor, options["shutdown-timeout"])
     return service
+
+
+OPEN_FILES_WANTED = 16_384
+"""Enough descriptors for 10,000 clients and more; each connection takes one."""
+UNLIMITED_OPEN_FILES = 65_536
+
+
+def raiseOpenFileLimit(getrlimit=resource.getrlimit, setrlimit=resource.setrlimit) -> int:
+    """
+    Raise this process's soft limit on open files as far as its hard limit allows
+    (many systems start daemons at 1,024, which caps the connections a daemon can
+    hold); return the limit now in force, and warn when it stays low.
+    """
+    soft, hard = getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return soft
+    # An "unlimited" hard limit still has a ceiling (Linux's fs.nr_open, macOS's
+    # OPEN_MAX): ask for a generous finite number then.
+    wanted = UNLIMITED_OPEN_FILES if hard == resource.RLIM_INFINITY else hard
+    if soft < wanted:
+        try:
+            setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (OSError, ValueError) as e:
+            log.warn("could not raise the open-file limit from {soft}: {error}", soft=soft, error=e)
+    if soft < OPEN_FILES_WANTED:
+        log.warn(
+            "open-file limit is {soft}, so this daemon can hold about that many connections; "
+            "raise the hard limit (ulimit -Hn, or LimitNOFILE= under systemd) for more",
+            soft=soft,
+        )
+    return soft
 
 
 class ExitCleanlyOnSigterm(Service):
