@@ -260,7 +260,7 @@ class SubscribeHandler(EndpointHandler):
             if (self.backlog if waiting is None else waiting + size) > self.maxClientBuffer:
                 self._tooSlow()
                 return
-        self.connection.sendData(data)
+        self.connection.sendFrames(data)
 
     def _tooSlow(self) -> None:
         self.log.warn(
