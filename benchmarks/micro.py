@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from wsqueue import wire
+from wsqueue import frames, wire
 from wsqueue.store.memory import MemoryStore
 from wsqueue.store.sqlite import SQLiteStore
 from wsqueue.subscriber import TopicRegistry
@@ -38,6 +38,31 @@ def wireParseSubscribe() -> None:
 
 def wireEncodeDelivery() -> None:
     wire.encode({"Topic": "bench.S1w", "Content": CONTENT, "Offset": 123456, "Epoch": "0123456789abcdef"})
+
+
+def wireDelivery() -> None:
+    frames.textFrame(wire.delivery("bench.S1w", CONTENT, 123456, "0123456789abcdef"))
+
+
+PUSH_BATCH = wire.encode({"Messages": [[number, "bench.S1w", CONTENT] for number in range(100)]})
+
+
+def wireParsePush100() -> None:
+    wire.parsePush(PUSH_BATCH)
+
+
+def _clientFrame(payload: bytes, key: bytes = b"\x1f\x2e\x3d\x4c") -> bytes:
+    assert 126 <= len(payload) < 65536
+    masked = bytes(byte ^ key[index % 4] for index, byte in enumerate(payload))
+    return bytes((0x81, 0x80 | 126)) + len(payload).to_bytes(2, "big") + key + masked
+
+
+CLIENT_FRAMES = _clientFrame(PUBLISH) * 100
+
+
+def framesReadClient100() -> None:
+    messages, _, _ = frames.readClientFrames(CLIENT_FRAMES, 1024 * 1024)
+    assert len(messages) == 100
 
 
 _registry = TopicRegistry()
@@ -76,7 +101,10 @@ BENCHMARKS: dict[str, tuple[Callable[[], object], int, bool]] = {
     # name: (function or factory, operations per call, is it a factory)
     "wire.parsePublish": (wireParsePublish, 1, False),
     "wire.parseSubscribe": (wireParseSubscribe, 1, False),
-    "wire.encodeDelivery": (wireEncodeDelivery, 1, False),
+    "wire.encodeDelivery (json.dumps of the dict)": (wireEncodeDelivery, 1, False),
+    "wire.delivery + frames.textFrame (what the fan-out does)": (wireDelivery, 1, False),
+    "wire.parsePush (per message, batch of 100)": (wireParsePush100, 100, False),
+    "frames.readClientFrames (per frame, 100 per read)": (framesReadClient100, 100, False),
     "topic.lookup (1000 topics)": (topicLookup, 1, False),
     "store.memory append+read+ack (per message, batches of 100)": (storeMemory100, 100, True),
     "store.sqlite append+read+ack (per message, batches of 100, fsync)": (storeSqlite100, 100, True),
