@@ -14,11 +14,12 @@ from collections.abc import Callable
 
 from autobahn.twisted.websocket import WebSocketClientFactory
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateResponseAccept
-from twisted.internet import reactor, ssl, task
+from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.trial.unittest import TestCase
 
+from wsqueue import tls
 from wsqueue.auth import basicHeader
 from wsqueue.certs import makeDevelopmentCertificates
 from wsqueue.client import ClientProtocol
@@ -43,21 +44,15 @@ def caPath() -> str:
     return os.path.join(certDir(), "ca.crt")
 
 
-def serverContext() -> ssl.CertificateOptions:
-    with open(os.path.join(certDir(), "server.crt"), "rb") as f:
-        cert = f.read()
-    with open(os.path.join(certDir(), "server.key"), "rb") as f:
-        key = f.read()
-    return ssl.PrivateCertificate.loadPEM(cert + key).options()
-
-
-def listenTLS(testCase: TestCase, factory) -> int:
+def listenTLS(testCase: TestCase, factory, port: int = 0) -> int:
     """
-    Serve C{factory} over TLS on a free loopback port until the test ends; return the port.
+    Serve C{factory} over TLS on a loopback port (a free one by default) until the
+    test ends, as the daemons do (L{tls.serverEndpoint}); return the port.
     """
-    port = reactor.listenSSL(0, factory, serverContext(), interface="127.0.0.1")
-    testCase.addCleanup(port.stopListening)
-    return port.getHost().port
+    listening: list = []
+    tls.serverEndpoint(reactor, port, "127.0.0.1", certDir()).listen(factory).addCallback(listening.append)
+    testCase.addCleanup(listening[0].stopListening)
+    return listening[0].getHost().port
 
 
 def waitFor(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.01, what: str = "") -> Deferred:

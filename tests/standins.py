@@ -17,7 +17,7 @@ from wsqueue.link import QueueLink
 from wsqueue.server import EndpointHandler, Limits, StageServerFactory
 from wsqueue.tls import clientEndpoint
 
-from .helpers import caPath, listenTLS, serverContext
+from .helpers import caPath, listenTLS
 
 
 class StandInPush(EndpointHandler):
@@ -95,12 +95,7 @@ class StandInQueue:
         self.port: int | None = None
 
     def listen(self, port: int = 0) -> int:
-        if port:
-            listening = reactor.listenSSL(port, self.factory, serverContext(), interface="127.0.0.1")
-            self.testCase.addCleanup(listening.stopListening)
-            self.port = port
-        else:
-            self.port = listenTLS(self.testCase, self.factory)
+        self.port = listenTLS(self.testCase, self.factory, port)
         return self.port
 
     def dropAll(self) -> None:

@@ -16,10 +16,12 @@ import signal
 import socket
 
 from twisted.application.service import IService, IServiceMaker, Service
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.plugin import getPlugins
 from twisted.python import usage
@@ -328,7 +330,7 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
     def listening(self) -> list[tuple[int, str]]:
-        return [(port, interface) for port, _, _, _, interface in self.reactor.sslServers]
+        return [(port, interface) for port, _, _, interface in self.reactor.tcpServers]
 
     def assertStartupError(self, tapname: str, module, *argv: str) -> str:
         """
@@ -341,7 +343,7 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertIsInstance(message, str)
         self.assertTrue(message.startswith(f"{tapname}: "), message)
         self.assertNotIn("\n", message)
-        self.assertEqual(self.reactor.sslServers, [])
+        self.assertEqual(self.reactor.tcpServers, [])
         return message
 
     def test_listens(self) -> None:
@@ -351,7 +353,7 @@ class MakeServiceTests(SynchronousTestCase):
         for tapname, (module, port) in TAPS.items():
             self.reactor = MemoryReactorClock()
             service = module.makeService(self.options(module), reactor=self.reactor)
-            self.assertEqual(self.reactor.sslServers, [])
+            self.assertEqual(self.reactor.tcpServers, [])
             service.startService()
             self.assertEqual(self.listening(), [(port, "127.0.0.1")], tapname)
             self.stop(service)
@@ -370,10 +372,13 @@ class MakeServiceTests(SynchronousTestCase):
         from OpenSSL import crypto
 
         self.start(msgqueue)
-        contextFactory = self.reactor.sslServers[0][2]
+        tlsFactory = self.reactor.tcpServers[0][1]
+        tlsFactory.wrappedFactory = Factory.forProtocol(Protocol)  # TLS alone, no WebSocket timers
+        connection = tlsFactory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 12345))
+        connection.makeConnection(StringTransport())
         with open(os.path.join(self.certDir, "server.crt"), "rb") as f:
             expected = crypto.load_certificate(crypto.FILETYPE_PEM, f.read())
-        self.assertEqual(contextFactory.certificate.digest("sha256"), expected.digest("sha256"))
+        self.assertEqual(connection.getHandle().get_certificate().digest("sha256"), expected.digest("sha256"))
 
     def test_msgqueueSettings(self) -> None:
         """

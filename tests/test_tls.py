@@ -1,6 +1,6 @@
 """
 Tests for L{wsqueue.tls}: checking server certificates before listening, the
-listener description, and client TLS options for stage-to-stage links.
+listener, and client TLS options for stage-to-stage links.
 
 A bad certificate folder must stop a daemon with a message naming the file at
 fault, not with an OpenSSL traceback once it is already listening.
@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import shutil
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from twisted.internet import ssl
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.trial.unittest import SynchronousTestCase
 
 from wsqueue import tls
@@ -26,7 +28,7 @@ from wsqueue.tls import TLSConfigurationError
 
 class CheckServerCertificateTests(SynchronousTestCase):
     """
-    Tests for L{tls.checkServerCertificate} and L{tls.serverDescription}.
+    Tests for L{tls.loadServerCertificate}, L{tls.serverOptions} and L{tls.serverEndpoint}.
     """
 
     def setUp(self) -> None:
@@ -40,7 +42,7 @@ class CheckServerCertificateTests(SynchronousTestCase):
         Assert that checking C{certDir} raises TLSConfigurationError whose message
         contains every fragment.
         """
-        e = self.assertRaises(TLSConfigurationError, tls.checkServerCertificate, certDir)
+        e = self.assertRaises(TLSConfigurationError, tls.loadServerCertificate, certDir)
         for fragment in fragments:
             self.assertIn(fragment, str(e))
 
@@ -50,9 +52,25 @@ class CheckServerCertificateTests(SynchronousTestCase):
 
     def test_valid(self) -> None:
         """
-        A folder with a matching certificate and key gives their paths.
+        A folder with a matching certificate and key gives them.
         """
-        self.assertEqual(tls.checkServerCertificate(self.certDir), (self.certPath, self.keyPath))
+        certs, key = tls.loadServerCertificate(self.certDir)
+        with open(self.certPath, "rb") as f:
+            self.assertEqual(certs[0].to_cryptography(), x509.load_pem_x509_certificate(f.read()))
+        self.assertEqual(len(certs), 1)
+        with open(self.keyPath, "rb") as f:
+            self.assertEqual(key.to_cryptography_key().private_numbers(), serialization.load_pem_private_key(f.read(), None).private_numbers())
+
+    def test_chain(self) -> None:
+        """
+        Certificates after the first in C{server.crt} are sent as its chain.
+        """
+        with open(os.path.join(self.certDir, "ca.crt"), "rb") as f:
+            caPEM = f.read()
+        with open(self.certPath, "ab") as f:
+            f.write(caPEM)
+        options = tls.serverOptions(self.certDir)
+        self.assertEqual([cert.to_cryptography() for cert in options.extraCertChain], [x509.load_pem_x509_certificate(caPEM)])
 
     def test_missingFolder(self) -> None:
         """
@@ -122,30 +140,25 @@ class CheckServerCertificateTests(SynchronousTestCase):
         shutil.copy(os.path.join(self.certDir, "ca.key"), self.keyPath)
         self.assertConfigurationError(self.certDir, "does not match")
 
-    def test_serverDescription(self) -> None:
+    def test_serverEndpoint(self) -> None:
         """
-        The listener description names the port, interface, key and certificate.
-        """
-        description = tls.serverDescription(8443, "127.0.0.1", self.certDir)
-        self.assertTrue(description.startswith("ssl:8443:"), description)
-        self.assertIn("interface=127.0.0.1", description)
-        self.assertIn(f"privateKey={self.keyPath}", description)
-        self.assertIn(f"certKey={self.certPath}", description)
-
-    def test_serverDescriptionParses(self) -> None:
-        """
-        The description parses as an endpoint even with an IPv6 interface and colons in paths.
+        The listener has the port and interface (IPv6 too) and serves TLS that writes
+        straight through (no write aggregation).  Every loopback test listens this way.
         """
         certDir = os.path.join(self.mktemp(), "with:colon")
         makeDevelopmentCertificates(certDir)
-        endpoint = serverFromString(MemoryReactorClock(), tls.serverDescription(8443, "::1", certDir))
-        self.assertEqual((endpoint._port, endpoint._interface), (8443, "::1"))
+        reactor = MemoryReactorClock()
+        tls.serverEndpoint(reactor, 8443, "::1", certDir).listen(Factory.forProtocol(Protocol))
+        [(port, factory, _, interface)] = reactor.tcpServers
+        self.assertEqual((port, interface), (8443, "::1"))
+        self.assertIsInstance(factory, TLSMemoryBIOFactory)
+        self.assertIs(factory.protocol, TLSMemoryBIOProtocol)
 
-    def test_serverDescriptionChecks(self) -> None:
+    def test_serverEndpointChecks(self) -> None:
         """
-        The description is only made after the certificate was checked.
+        The listener is only made after the certificate was checked.
         """
-        self.assertRaises(TLSConfigurationError, tls.serverDescription, 8443, "127.0.0.1", self.mktemp())
+        self.assertRaises(TLSConfigurationError, tls.serverEndpoint, MemoryReactorClock(), 8443, "127.0.0.1", self.mktemp())
 
 
 class DefaultsTests(SynchronousTestCase):
@@ -296,6 +309,8 @@ class ClientTests(SynchronousTestCase):
         d = endpoint.connect(Factory.forProtocol(Protocol))
         self.assertEqual([(host, port, timeout) for host, port, _, timeout, _ in reactor.tcpClients],
                          [("127.0.0.1", 8443, tls.CONNECT_TIMEOUT)])
+        tlsFactory = reactor.tcpClients[0][2]._wrappedFactory
+        self.assertIs(tlsFactory.protocol, TLSMemoryBIOProtocol)
         d.cancel()
         self.failureResultOf(d, ConnectingCancelledError)
 

@@ -9,15 +9,16 @@ import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from twisted.application import strports
+from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 
 from wsqueue.options import StartupError, buildAuthenticator, buildLink
 from wsqueue.server import ConnectionCloser, StageServerFactory
-from wsqueue.tls import TLSConfigurationError, serverDescription
+from wsqueue.tls import TLSConfigurationError, serverEndpoint
 
 log = Logger()
 
@@ -180,14 +181,15 @@ class StopInOrder(MultiService):
         return finished
 
 
-def listeningService(factory: StageServerFactory, description: str, reactor) -> MultiService:
+def listeningService(factory: StageServerFactory, endpoint: IStreamServerEndpoint) -> MultiService:
     """
-    A TLS listener (a C{strports} C{description}, see L{serverDescription}) for
-    C{factory} plus the service that closes its connections with 1001 on stop.
-    C{strports} makes a port in use abort start-up.
+    A TLS listener (see L{serverEndpoint}) for C{factory} plus the service that
+    closes its connections with 1001 on stop.  A port in use aborts start-up.
     """
     service = _Listening()
-    strports.service(description, factory, reactor=reactor).setServiceParent(service)
+    listener = StreamServerEndpointService(endpoint, factory)
+    listener._raiseSynchronously = True  # as strports.service does, so _Listening sees the error
+    listener.setServiceParent(service)
     ConnectionCloser(factory).setServiceParent(service)
     return service
 
@@ -201,10 +203,10 @@ def linkedStageService(
     """
     factory = makeFactory(owner, buildAuthenticator(options, reactor, log), options.limits(), reactor)
     link = buildLink(options, reactor, path, owner, log, retryPolicy, startDelay)
-    description = serverDescription(options["port"] if port is None else port, options["interface"], options["cert-dir"])
+    endpoint = serverEndpoint(reactor, options["port"] if port is None else port, options["interface"], options["cert-dir"])
     service = StopInOrder()
     link.setServiceParent(service)
-    listeningService(factory, description, reactor).setServiceParent(service)
+    listeningService(factory, endpoint).setServiceParent(service)
     service.owner = owner
     service.factory = factory
     service.link = link

@@ -17,7 +17,7 @@ from wsqueue.options import ServerOptions, StartupError, _duration, _positiveInt
 from wsqueue.store.config import DEFAULT_STORE, StoreService, openStore, parseStoreSpec
 from wsqueue.store.sqlite import StoreError
 from wsqueue.tap._common import CallOnStop, StopInOrder, daemonService, listeningService
-from wsqueue.tls import serverDescription
+from wsqueue.tls import serverEndpoint
 
 log = Logger()
 
@@ -66,7 +66,7 @@ def buildMsgQueue(options: Options, reactor, port: int | None = None) -> MultiSe
     after the listener has closed its connections.
     """
     authenticator = buildAuthenticator(options, reactor, log)
-    description = serverDescription(options["port"] if port is None else port, options["interface"], options["cert-dir"])
+    endpoint = serverEndpoint(reactor, options["port"] if port is None else port, options["interface"], options["cert-dir"])
     try:
         store = openStore(options["store"], reactor)
     except StoreError as e:
@@ -78,7 +78,7 @@ def buildMsgQueue(options: Options, reactor, port: int | None = None) -> MultiSe
         ackWait=options["ack-wait"], maxDeliver=options["max-deliver"], retention=options.retention(),
     )
     factory = makeMsgQueueFactory(broker, authenticator, options.limits(), reactor)
-    listeningService(factory, description, reactor).setServiceParent(service)
+    listeningService(factory, endpoint).setServiceParent(service)
     maintenance = TimerService(MAINTENANCE_INTERVAL, lambda: ensureDeferred(broker.maintain()))
     maintenance.clock = reactor
     maintenance.setServiceParent(service)
