@@ -61,7 +61,7 @@ CLIENT_FRAMES = _clientFrame(PUBLISH) * 100
 
 
 def framesReadClient100() -> None:
-    messages, _, _ = frames.readClientFrames(CLIENT_FRAMES, 1024 * 1024)
+    messages, _, _ = frames.readFrames(CLIENT_FRAMES, 1024 * 1024, True)
     assert len(messages) == 100
 
 
@@ -104,7 +104,7 @@ BENCHMARKS: dict[str, tuple[Callable[[], object], int, bool]] = {
     "wire.encodeDelivery (json.dumps of the dict)": (wireEncodeDelivery, 1, False),
     "wire.delivery + frames.textFrame (what the fan-out does)": (wireDelivery, 1, False),
     "wire.parsePush (per message, batch of 100)": (wireParsePush100, 100, False),
-    "frames.readClientFrames (per frame, 100 per read)": (framesReadClient100, 100, False),
+    "frames.readFrames (per client frame, 100 per read)": (framesReadClient100, 100, False),
     "topic.lookup (1000 topics)": (topicLookup, 1, False),
     "store.memory append+read+ack (per message, batches of 100)": (storeMemory100, 100, True),
     "store.sqlite append+read+ack (per message, batches of 100, fsync)": (storeSqlite100, 100, True),

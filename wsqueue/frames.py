@@ -13,11 +13,16 @@ text frames, on connections without a compression extension.
 Reading is the mirror image: a publisher's clients send many small frames per TCP
 read, and Autobahn spends far more on each (a masker object, a slice of its whole
 buffer, event futures, debug-log arguments) than on the message itself.
-L{readClientFrames} reads the common case, whole single-frame messages, and stops
-at anything else, which Autobahn then handles exactly as it always does.
+L{readFrames} reads the common case, whole single-frame messages, and stops at
+anything else, which Autobahn then handles exactly as it always does; L{WholeFrames}
+puts both into a protocol.  Links (clients) mask what they send, as they must.
 """
 
 from __future__ import annotations
+
+import os
+
+from autobahn.websocket.xormasker import create_xor_masker
 
 _TEXT_FINAL = 0x81
 """FIN bit set, opcode 1 (text)."""
@@ -43,21 +48,46 @@ _FINAL_BINARY = 0x82
 _MASKED = 0x80
 
 
+SMALL_PAYLOAD = 1536
+"""Up to this size one big-integer XOR unmasks faster than setting up Autobahn's
+native masker; above it the native masker wins, by far for large batches."""
+
+
 def unmask(masked: bytes, key: bytes) -> bytes:
     """
     The payload of a client's frame: C{masked} XORed with the 4-byte masking key
-    repeated (RFC 6455, section 5.3), as one big-integer operation rather than a
-    loop or a native masker object per frame.
+    repeated (RFC 6455, section 5.3).
     """
     length = len(masked)
+    if length > SMALL_PAYLOAD:
+        return create_xor_masker(key, length).process(masked)
     keys = (key * (length // 4 + 1))[:length]
     return (int.from_bytes(masked, "little") ^ int.from_bytes(keys, "little")).to_bytes(length, "little")
 
 
-def readClientFrames(data: bytes, limit: int) -> tuple[list[tuple[int, bytes, bool]], int, int]:
+def maskedTextFrame(payload: bytes) -> bytes:
     """
-    Read the whole messages at the start of C{data} that a client sent as single,
-    masked text or binary frames (almost all of them): C{(frames, stop, need)}.
+    One complete text frame as a client sends it: masked with a fresh key from the
+    operating system's random source, as RFC 6455 (section 5.3) requires.
+    """
+    key = os.urandom(4)
+    header = textFrame(b"")[:1]
+    length = len(payload)
+    if length < 126:
+        header += bytes((_MASKED | length,))
+    elif length < 65536:
+        header += bytes((_MASKED | 126,)) + length.to_bytes(2, "big")
+    else:
+        header += bytes((_MASKED | 127,)) + length.to_bytes(8, "big")
+    return header + key + unmask(payload, key)
+
+
+def readFrames(data: bytes, limit: int, masked: bool) -> tuple[list[tuple[int, bytes, bool]], int, int]:
+    """
+    Read the whole messages at the start of C{data} that came as single text or
+    binary frames (almost all of them): C{(frames, stop, need)}.  Frames from a
+    client are C{masked}, frames from a server are not; one that is the other way
+    round breaks the protocol.
 
     C{frames} holds C{(offset, payload, isBinary)} for each, unmasked and with text
     checked to be UTF-8.  Reading stops at C{stop}: with C{need} > 0 there, a frame of
@@ -67,24 +97,25 @@ def readClientFrames(data: bytes, limit: int) -> tuple[list[tuple[int, bytes, bo
     """
     frames: list[tuple[int, bytes, bool]] = []
     position, end = 0, len(data)
+    keyLength = 4 if masked else 0
     while position < end:
         if end - position < 2:
             return frames, position, 2
         first, second = data[position], data[position + 1]
-        if (first != _FINAL_TEXT and first != _FINAL_BINARY) or second < _MASKED:
+        if (first != _FINAL_TEXT and first != _FINAL_BINARY) or (second >= _MASKED) != masked:
             return frames, position, 0
         length = second & 0x7F
         if length < 126:
-            header = 6
+            header = 2 + keyLength
         elif length == 126:
-            header = 8
+            header = 4 + keyLength
             if end - position < header:
                 return frames, position, header
             length = int.from_bytes(data[position + 2 : position + 4], "big")
             if length < 126:
                 return frames, position, 0
         else:
-            header = 14
+            header = 10 + keyLength
             if end - position < header:
                 return frames, position, header
             length = int.from_bytes(data[position + 2 : position + 10], "big")
@@ -96,7 +127,7 @@ def readClientFrames(data: bytes, limit: int) -> tuple[list[tuple[int, bytes, bo
         stop = start + length
         if stop > end:
             return frames, position, header + length
-        payload = unmask(data[start:stop], data[start - 4 : start])
+        payload = unmask(data[start:stop], data[start - 4 : start]) if masked else data[start:stop]
         isBinary = first == _FINAL_BINARY
         if not isBinary and not payload.isascii():
             try:
@@ -106,3 +137,79 @@ def readClientFrames(data: bytes, limit: int) -> tuple[list[tuple[int, bytes, bo
         frames.append((position, payload, isBinary))
         position = stop
     return frames, position, 0
+
+
+class WholeFrames:
+    """
+    For an Autobahn WebSocket protocol (listed before it among the bases): reads
+    whole single-frame messages with L{readFrames} and writes whole frames itself,
+    leaving everything else (handshakes, control frames, fragments, errors,
+    compression) to Autobahn.
+
+    @cvar peerMasks: frames from the peer are masked, that is, this is a server.
+    """
+
+    peerMasks: bool = True
+    # The start of a frame that has not fully arrived waits here.
+    _heldData: bytearray | None = None
+    _heldNeed: int = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._heldData is not None:
+            self._heldData += data
+            if len(self._heldData) < self._heldNeed:
+                return
+            data, self._heldData = bytes(self._heldData), None
+        if not self._readsFramesItself():
+            super().dataReceived(data)
+            return
+        messages, stop, need = readFrames(data, self.maxMessagePayloadSize, self.peerMasks)
+        for start, payload, isBinary in messages:
+            if self.state != self.STATE_OPEN:
+                # A handler closed the connection: the rest is Autobahn's to handle.
+                super().dataReceived(data[start:])
+                return
+            self.onMessage(payload, isBinary)
+        if stop == len(data):
+            return
+        if need and self.state == self.STATE_OPEN:
+            self._heldData, self._heldNeed = bytearray(data[stop:]), need
+        else:
+            super().dataReceived(data[stop:])
+
+    def _readsFramesItself(self) -> bool:
+        # Only between messages, as Autobahn would see it, and on plain connections.
+        return (
+            self.state == self.STATE_OPEN
+            and not self.data
+            and self.current_frame is None
+            and not self.inside_message
+            and self._perMessageCompress is None
+            and not self.logOctets
+            and not self.logFrames
+        )
+
+    def sendText(self, payload: bytes) -> None:
+        """
+        Send one text message on an open connection: framed here on a plain
+        connection (masked from a client), by Autobahn when a compression extension
+        was negotiated.
+        """
+        if self._perMessageCompress is not None:
+            self.sendMessage(payload)
+        else:
+            self.sendFrames(textFrame(payload) if self.peerMasks else maskedTextFrame(payload))
+
+    def sendFrames(self, data: bytes) -> None:
+        """
+        Write complete frames on an open connection that has no compression extension.
+
+        This is what Autobahn's C{sendData} does, less the debug-log call whose
+        arguments it formats on every write even with debug logging off; that was
+        the largest cost of fanning one message out to thousands of clients.
+        Autobahn's own queue of timed writes goes first if it holds anything.
+        """
+        if self.send_queue:
+            self.sendData(data)
+        else:
+            self.transport.write(data)

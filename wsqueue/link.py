@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from wsqueue import frames
 from wsqueue.auth import basicHeader
 from wsqueue.server import GOING_AWAY, Limits, applyLimits, closeWith, setNoDelay
 
@@ -87,13 +88,14 @@ class LinkOwner:
         self.log.error("unexpected frame from msgqueue: {frame!r}", frame=payload[:200])
 
 
-class LinkProtocol(WebSocketClientProtocol):
+class LinkProtocol(frames.WholeFrames, WebSocketClientProtocol):
     """
     The client side of a link; reports to the L{QueueLink} that made it.
     """
 
     # Not 'log': Autobahn's own txaio logger (debug lines per frame) must keep its level filter.
     eventLog = Logger()
+    peerMasks = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -152,7 +154,7 @@ class LinkProtocol(WebSocketClientProtocol):
         Send a text frame if the link is open; say whether it was sent.
         """
         if self.state == self.STATE_OPEN:
-            self.sendMessage(payload)
+            self.sendText(payload)
             return True
         return False
 

@@ -140,7 +140,7 @@ class EndpointHandler:
 Route = Callable[["StageServerProtocol", ConnectionRequest], EndpointHandler]
 
 
-class StageServerProtocol(WebSocketServerProtocol):
+class StageServerProtocol(frames.WholeFrames, WebSocketServerProtocol):
     """
     A server connection: authenticates, routes to an L{EndpointHandler}, and keeps
     every failure inside the connection as an C{{"Error": ...}} frame.
@@ -182,46 +182,6 @@ class StageServerProtocol(WebSocketServerProtocol):
     def connectionMade(self) -> None:
         super().connectionMade()
         setNoDelay(self.transport)
-
-    # Whole client frames are read by wsqueue.frames where it can (see there why);
-    # the start of a frame that has not fully arrived waits here.
-    _heldData: bytearray | None = None
-    _heldNeed: int = 0
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._heldData is not None:
-            self._heldData += data
-            if len(self._heldData) < self._heldNeed:
-                return
-            data, self._heldData = bytes(self._heldData), None
-        if not self._readsFramesItself():
-            super().dataReceived(data)
-            return
-        messages, stop, need = frames.readClientFrames(data, self.maxMessagePayloadSize)
-        for start, payload, isBinary in messages:
-            if self.state != self.STATE_OPEN:
-                # A handler closed the connection: the rest is Autobahn's to handle.
-                super().dataReceived(data[start:])
-                return
-            self.onMessage(payload, isBinary)
-        if stop == len(data):
-            return
-        if need and self.state == self.STATE_OPEN:
-            self._heldData, self._heldNeed = bytearray(data[stop:]), need
-        else:
-            super().dataReceived(data[stop:])
-
-    def _readsFramesItself(self) -> bool:
-        # Only between messages, as Autobahn would see it, and on plain connections.
-        return (
-            self.state == self.STATE_OPEN
-            and not self.data
-            and self.current_frame is None
-            and not self.inside_message
-            and self._perMessageCompress is None
-            and not self.logOctets
-            and not self.logFrames
-        )
 
     def onOpen(self) -> None:
         self.factory.connections.add(self)
@@ -268,25 +228,7 @@ class StageServerProtocol(WebSocketServerProtocol):
         connection are dropped here, not raised.
         """
         if self.state == self.STATE_OPEN:
-            if self._perMessageCompress is None:
-                self.sendFrames(frames.textFrame(payload))
-            else:
-                self.sendMessage(payload)
-
-    def sendFrames(self, data: bytes) -> None:
-        """
-        Write complete frames (see L{frames.textFrame}) on an open connection that
-        has no compression extension.
-
-        This is what Autobahn's C{sendData} does, less the debug-log call whose
-        arguments it formats on every write even with debug logging off; that was
-        the largest cost of fanning one message out to thousands of clients.
-        Autobahn's own queue of timed writes goes first if it holds anything.
-        """
-        if self.send_queue:
-            self.sendData(data)
-        else:
-            self.transport.write(data)
+            self.sendText(payload)
 
     def sendError(self, error: WireError) -> None:
         self.send(error.encode())
