@@ -75,11 +75,15 @@ class Subscription:
     hasId: bool = False
 
 
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+"""One encoder for every frame: json.dumps with options builds a new one per call."""
+
+
 def encode(obj: Any) -> bytes:
     """
     Encode one JSON frame compactly, keeping non-ASCII text as UTF-8.
     """
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _encoder.encode(obj).encode("utf-8")
 
 
 _string = encode_basestring
