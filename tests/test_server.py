@@ -13,7 +13,14 @@ from twisted.trial.unittest import TestCase
 
 from wsqueue.auth import basicHeader, makeAuthenticator
 from wsqueue.link import HandshakeFailed, LinkOwner
-from wsqueue.server import ConnectionCloser, EndpointHandler, Limits, StageServerFactory, unsentBytes
+from wsqueue.server import (
+    ConnectionCloser,
+    EndpointHandler,
+    Limits,
+    StageServerFactory,
+    StageServerProtocol,
+    unsentBytes,
+)
 
 from .helpers import Clients, listenTLS, nextJSON, rawRequest, upgradeRequest, waitFor
 from .standins import StandInQueue, startLink
@@ -53,6 +60,18 @@ class ServerTests(TestCase):
             code, _ = await client.closed
             self.assertEqual(code, 1001)
         self.assertEqual(self.factory.connections, set())
+
+    async def test_handshakeLeftoversForgotten(self) -> None:
+        """
+        An open connection keeps nothing of its opening handshake (memory per idle
+        client), and still works.
+        """
+        client = await self.clients.connect(self.port, "/broken")
+        [connection] = self.factory.connections
+        self.assertEqual([name for name in StageServerProtocol._HANDSHAKE_LEFTOVERS if hasattr(connection, name)], [])
+        client.sendMessage(b"x")
+        self.assertEqual(await nextJSON(client), {"Error": "internal error"})
+        self.flushLoggedErrors(ZeroDivisionError)
 
     async def test_handlerBugBecomesErrorFrame(self) -> None:
         """

@@ -183,7 +183,17 @@ class StageServerProtocol(frames.WholeFrames, WebSocketServerProtocol):
         super().connectionMade()
         setNoDelay(self.transport)
 
+    # What Autobahn keeps of the opening handshake and never reads once it is done.
+    _HANDSHAKE_LEFTOVERS = (
+        "http_request_data", "http_response_data", "http_headers", "http_status_line",
+        "http_request_uri", "http_request_path", "http_request_params",
+        "websocket_extensions", "websocket_protocols",
+    )
+
     def onOpen(self) -> None:
+        # About 2 KB of an idle connection's 35 (measured with 2,000 connections).
+        for name in self._HANDSHAKE_LEFTOVERS:
+            self.__dict__.pop(name, None)
         self.factory.connections.add(self)
         self.eventLog.info("{peer} ({user}) connected to {path}", peer=self.peer, user=self.user, path=self.path)
         self._guard(self.handler.opened)
