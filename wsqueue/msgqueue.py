@@ -4,11 +4,11 @@ The msgqueue stage: C{/pushmsg} appends messages, C{/popmsg} hands them out.
 
 Frames on C{/pushmsg} are one message object (C{Topic}, C{Content}, optionally
 C{Id}), a JSON array of them, or the publisher's batch C{{"Messages": [[Id, Topic,
-Content], ...]}}.  Once a frame's
-messages are in the store, msgqueue answers C{{"Ack": <last Id in the frame>}}.  A
-pusher that names itself (C{/pushmsg?producer=NAME}) numbers its messages with
-increasing integer Ids, and msgqueue skips any it has already stored, so the pusher
-may resend everything unacknowledged after a reconnect.
+Content], ...]}}.  Once a frame's messages are in the store, msgqueue answers
+C{{"Ack": <last Id in the frame>}}.  A pusher that names itself
+(C{/pushmsg?producer=NAME}) numbers its messages with increasing integer Ids, and
+msgqueue skips any it has already stored, so the pusher may resend everything
+unacknowledged after a reconnect.
 
 C{/popmsg?group=NAME&ack=explicit|none} joins a consumer group.  Each message goes
 out as C{{"Topic", "Content", "Offset", "Epoch"}}.  With C{ack=explicit} the consumer

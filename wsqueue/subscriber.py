@@ -6,10 +6,9 @@ reads msgqueue as one consumer of the daemon's group and fans each message out.
 Each message is framed once for all its receivers, and each client's share of a
 batch from msgqueue goes out in one write (a topic's frames are joined once for all
 its clients); nothing waits for any client, so a slow one does not hold up the
-others.  The
-reader acknowledges offsets to msgqueue once it has handed a message to its clients'
-connections, and drops an offset it has recently handled (a redelivery after a
-reconnect), so clients see each message once; a new store epoch starts over.
+others.  The reader acknowledges offsets to msgqueue once it has handed a message to
+its clients' connections, and drops an offset it has recently handled (a redelivery
+after a reconnect), so clients see each message once; a new store epoch starts over.
 """
 
 from __future__ import annotations
