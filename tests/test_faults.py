@@ -79,6 +79,25 @@ def startPublishing(testCase: TestCase, publishers: Sequence[PublishingClient]) 
     return publishAll(publishers)
 
 
+async def streamTwoTopics(
+    testCase: TestCase, pipeline, publishers: int, each: int, ackedFirst: int
+) -> tuple[DeliveryChecker, list[PublishingClient]]:
+    """
+    One client subscribed to t0 and t1, then C{publishers} clients each publishing
+    C{each} messages across both; return once C{ackedFirst} messages are acknowledged.
+    """
+    clients = Clients(testCase)
+    checker = DeliveryChecker()
+    await SubscribingClient.open(clients, checker, "both", pipeline.subscriber.port, ["t0", "t1"])
+    streams = [
+        PublishingClient(checker, clients, f"p{n}", pipeline.publisher.port, ["t0", "t1"], each)
+        for n in range(publishers)
+    ]
+    startPublishing(testCase, streams)
+    await waitFor(lambda: len(checker.acked) >= ackedFirst, 60, what=f"{ackedFirst} acks")
+    return checker, streams
+
+
 def resends(publisher: Daemon) -> list[int]:
     """
     How many messages the publisher resent to msgqueue after each reconnect (its log).
@@ -301,14 +320,7 @@ class MsgQueueFaultTests(TestCase):
             self, store, subscribers=[("--group", "e", *ping)], msgqueueArgs=ping, publisherArgs=ping
         )
         stages = (pipeline.publisher, pipeline.subscriber)
-        clients = Clients(self)
-        checker = DeliveryChecker()
-        await SubscribingClient.open(clients, checker, "both", pipeline.subscriber.port, ["t0", "t1"])
-        publishers = [
-            PublishingClient(checker, clients, f"p{n}", pipeline.publisher.port, ["t0", "t1"], 2500) for n in range(2)
-        ]
-        startPublishing(self, publishers)
-        await waitFor(lambda: len(checker.acked) >= 1000, 60, what="1000 acks")
+        checker, publishers = await streamTwoTopics(self, pipeline, publishers=2, each=2500, ackedFirst=1000)
 
         marks = [stage.logMark() for stage in stages]
         frozenAt = reactor.seconds()
@@ -349,14 +361,7 @@ class PublisherFaultTests(TestCase):
         """
         store = storeIn(self)
         pipeline = await startPipeline(self, store, subscribers=[("--group", "b")])
-        clients = Clients(self)
-        checker = DeliveryChecker()
-        await SubscribingClient.open(clients, checker, "both", pipeline.subscriber.port, ["t0", "t1"])
-        publishers = [
-            PublishingClient(checker, clients, f"p{n}", pipeline.publisher.port, ["t0", "t1"], 2000) for n in range(3)
-        ]
-        startPublishing(self, publishers)
-        await waitFor(lambda: len(checker.acked) >= 2500, 60, what="2500 acks")
+        checker, publishers = await streamTwoTopics(self, pipeline, publishers=3, each=2000, ackedFirst=2500)
         # Catch the publisher with messages forwarded and not yet acknowledged:
         # msgqueue frozen until the publisher's next batches wait unread in its
         # socket, then the publisher frozen and msgqueue thawed.  msgqueue stores and

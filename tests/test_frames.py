@@ -53,6 +53,19 @@ def clientFrame(opcode: int, payload: bytes, key: bytes = b"\x01\x02\x03\x04", f
     return bytes((0x80 * final | opcode,)) + lengthBytes + (key if masked else b"") + body
 
 
+def feedInPieces(protocol, stream: bytes, seed: int, sizes: list[int]) -> None:
+    """
+    Hand C{stream} to C{protocol} in pieces of sizes drawn (by C{seed}) from
+    C{sizes} and the whole stream, as TCP reads might cut it.
+    """
+    cuts = random.Random(seed)
+    position = 0
+    while position < len(stream):
+        size = cuts.choice([*sizes, len(stream)])
+        protocol.dataReceived(stream[position : position + size])
+        position += size
+
+
 class ReadClientFramesTests(SynchronousTestCase):
     """
     Tests for L{readFrames} and L{maskedTextFrame} on their own.
@@ -176,12 +189,7 @@ class SameAsAutobahnTests(SynchronousTestCase):
         results = []
         for protocolClass in (StageServerProtocol, _AutobahnOnly):
             protocol, transport, received = self.connection(protocolClass)
-            cuts = random.Random(seed)
-            position = 0
-            while position < len(stream):
-                size = cuts.choice([1, 2, 7, 100, 1000, 20_000, len(stream)])
-                protocol.dataReceived(stream[position : position + size])
-                position += size
+            feedInPieces(protocol, stream, seed, [1, 2, 7, 100, 1000, 20_000])
             results.append((received, transport.value(), protocol.state))
         self.assertEqual(results[0], results[1], f"seed {seed}")
 
@@ -310,12 +318,7 @@ class ClientSameAsAutobahnTests(SynchronousTestCase):
                 results = []
                 for protocolClass in (_RecordingClient, _AutobahnOnlyClient):
                     protocol, transport, received = self.connection(protocolClass)
-                    cuts = random.Random(seed)
-                    position = 0
-                    while position < len(stream):
-                        size = cuts.choice([1, 3, 100, 5000, 70_000, len(stream)])
-                        protocol.dataReceived(stream[position : position + size])
-                        position += size
+                    feedInPieces(protocol, stream, seed, [1, 3, 100, 5000, 70_000])
                     # Pongs and close frames from a client are masked with random keys: compare their kind.
                     results.append((received, protocol.state, transport.value()[:1]))
                 self.assertEqual(results[0], results[1], f"stream {number}, seed {seed}")

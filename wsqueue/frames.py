@@ -24,8 +24,19 @@ import os
 
 from autobahn.websocket.xormasker import create_xor_masker
 
-_TEXT_FINAL = 0x81
+_FINAL_TEXT = 0x81
 """FIN bit set, opcode 1 (text)."""
+_FINAL_BINARY = 0x82
+_MASKED = 0x80
+
+
+def _header(length: int, maskBit: int) -> bytes:
+    # A final text frame's first two bytes and extended payload length (section 5.2).
+    if length < 126:
+        return bytes((_FINAL_TEXT, maskBit | length))
+    if length < 65536:
+        return bytes((_FINAL_TEXT, maskBit | 126)) + length.to_bytes(2, "big")
+    return bytes((_FINAL_TEXT, maskBit | 127)) + length.to_bytes(8, "big")
 
 
 def textFrame(payload: bytes) -> bytes:
@@ -33,19 +44,7 @@ def textFrame(payload: bytes) -> bytes:
     One complete, unmasked text frame carrying C{payload} (UTF-8 text), as a
     server sends it to a client.
     """
-    length = len(payload)
-    if length < 126:
-        header = bytes((_TEXT_FINAL, length))
-    elif length < 65536:
-        header = bytes((_TEXT_FINAL, 126)) + length.to_bytes(2, "big")
-    else:
-        header = bytes((_TEXT_FINAL, 127)) + length.to_bytes(8, "big")
-    return header + payload
-
-
-_FINAL_TEXT = 0x81
-_FINAL_BINARY = 0x82
-_MASKED = 0x80
+    return _header(len(payload), 0) + payload
 
 
 SMALL_PAYLOAD = 1536
@@ -71,15 +70,7 @@ def maskedTextFrame(payload: bytes) -> bytes:
     operating system's random source, as RFC 6455 (section 5.3) requires.
     """
     key = os.urandom(4)
-    header = textFrame(b"")[:1]
-    length = len(payload)
-    if length < 126:
-        header += bytes((_MASKED | length,))
-    elif length < 65536:
-        header += bytes((_MASKED | 126,)) + length.to_bytes(2, "big")
-    else:
-        header += bytes((_MASKED | 127,)) + length.to_bytes(8, "big")
-    return header + key + unmask(payload, key)
+    return _header(len(payload), _MASKED) + key + unmask(payload, key)
 
 
 def readFrames(data: bytes, limit: int, masked: bool) -> tuple[list[tuple[int, bytes, bool]], int, int]:

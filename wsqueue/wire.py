@@ -144,13 +144,20 @@ def _unpairedSurrogate(name: str, text: str) -> str | None:
     return None
 
 
-def _decodeObject(payload: bytes, isBinary: bool) -> dict[str, Any] | WireError:
+def _decodeJSON(payload: bytes, isBinary: bool) -> object:
+    # The decoded frame, or the WireError saying why there is none.
     if isBinary:
         return WireError("binary frames are not supported; send JSON text")
     try:
-        obj = json.loads(payload)
+        return json.loads(payload)
     except (ValueError, UnicodeDecodeError):
         return WireError("frame is not valid JSON")
+
+
+def _decodeObject(payload: bytes, isBinary: bool) -> dict[str, Any] | WireError:
+    obj = _decodeJSON(payload, isBinary)
+    if isinstance(obj, WireError):
+        return obj
     if not isinstance(obj, dict):
         return WireError("frame must be a JSON object")
     return obj
@@ -205,12 +212,9 @@ def parsePush(payload: bytes, isBinary: bool = False) -> list[Message | WireErro
     (one JSON string per text, no keys repeated per message).  Each message is
     checked on its own, so one bad message does not take the others down with it.
     """
-    if isBinary:
-        return WireError("binary frames are not supported; send JSON text")
-    try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        return WireError("frame is not valid JSON")
+    obj = _decodeJSON(payload, isBinary)
+    if isinstance(obj, WireError):
+        return obj
     if isinstance(obj, dict):
         if "Messages" not in obj:
             return [parseMessageObject(obj)]
