@@ -503,6 +503,51 @@ class SubscriberFaultTests(TestCase):
         self.assertEqual(figures["clients"]["after"]["received"] - figures["clients"]["after"]["notOwed"], 5000)
 
 
+    async def test_gracefulStopUnderTraffic(self) -> None:
+        """
+        (#8, item 1) 100 clients are subscribed while messages keep coming; the
+        subscriber gets SIGTERM mid-stream, exits 0, starts again, and every client
+        subscribes again within C{--resume-grace}.  Each person (their connection
+        before the stop and the one after, one "group" for the checker) receives
+        every acknowledged message exactly once: in particular those that reached
+        the stopping subscriber after it began closing its clients, which it used to
+        acknowledge to msgqueue although no client was left to receive them.
+        """
+        people = 100
+        store = storeIn(self)
+        pipeline = await startPipeline(self, store, subscribers=[("--group", "g", "--resume-grace", "6")])
+        subscriber = pipeline.subscriber
+        clients = Clients(self)
+        checker = DeliveryChecker()
+
+        async def subscribeEveryone(when: str) -> None:
+            for first in range(0, people, 25):
+                await DeferredList([
+                    Deferred.fromCoroutine(SubscribingClient.open(
+                        clients, checker, f"{when}{n}", subscriber.port, ["t0"], group=f"person{n}"))
+                    for n in range(first, min(first + 25, people))
+                ], fireOnOneErrback=True, consumeErrors=True)
+
+        await subscribeEveryone("before")
+        stream = PublishingClient(checker, clients, "p", pipeline.publisher.port, ["t0"], 1500, window=4, padding=20)
+        startPublishing(self, [stream])
+        await waitFor(lambda: len(checker.acked) >= 200, 30, what="200 messages before the stop")
+        subscriber.kill(signal.SIGTERM)
+        self.assertEqual(await subscriber.waitForExit(), 0)
+        stoppedAt = len(checker.acked)
+        mark = subscriber.logMark()
+        await subscriber.restart()
+        await subscribeEveryone("after")
+        self.assertIsNone(
+            LINK_OPEN.search(subscriber.logText(mark)),
+            "the subscriber read msgqueue before its clients were back: --resume-grace did not hold",
+        )
+        figures = await finish(self, checker, [stream], 90, lambda: {"ackedWhenStopped": stoppedAt})
+        self.assertEqual(figures["acked"], 1500)
+        for n in range(people):
+            self.assertEqual(figures["groups"][f"person{n}"]["lost"], 0)
+
+
 class SlowConsumerTests(TestCase):
     """
     A subscribing client that stops reading.

@@ -283,6 +283,22 @@ class _FakeLink:
         return True
 
 
+class _RecordingClient:
+    """
+    Stands in for a subscribed client: records the offsets of the frames written to it.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[tuple[int, dict]] = []
+
+    def sendFrames(self, data: bytes) -> None:
+        while data:
+            length = data[1]
+            payload = json.loads(data[2 : 2 + length])
+            self.received.append((payload["Offset"], payload))
+            data = data[2 + length :]
+
+
 class AckPacingTests(SynchronousTestCase):
     """
     The reader acknowledges a stream every L{subscriberModule.ACK_EVERY} messages and
@@ -323,12 +339,18 @@ class AckPacingTests(SynchronousTestCase):
 
     def test_stopping(self) -> None:
         """
-        A stopping stage acknowledges at once what it handed out; a closed link
-        leaves nothing scheduled.
+        A stopping stage acknowledges at once what it handed out, and neither hands
+        out nor acknowledges what arrives after that (msgqueue gives it to the next
+        reader of the group); a closed link leaves nothing scheduled.
         """
+        client = _RecordingClient()
+        self.reader.registry.subscribe("t", client)
         self.deliver(1, 2)
         self.reader.linkStopping(self.link)
         self.assertEqual((self.link.sent, self.clock.getDelayedCalls()), ([{"Ack": 2}], []))
         self.deliver(3)
+        self.clock.advance(subscriberModule.ACK_DELAY)
         self.reader.linkClosed(self.link)
+        self.assertEqual(self.link.sent, [{"Ack": 2}])
+        self.assertEqual([offset for offset, _ in client.received], [1, 2])
         self.assertEqual(self.clock.getDelayedCalls(), [])

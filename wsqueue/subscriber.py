@@ -80,6 +80,8 @@ class QueueReader(LinkOwner):
         self._ackCall = None
         self._toAck: int | None = None
         self._unacked = 0
+        self.stopping = False
+        self.ignoredWhileStopping = 0
 
     def linkOpened(self, link: LinkProtocol) -> None:
         super().linkOpened(link)
@@ -96,12 +98,20 @@ class QueueReader(LinkOwner):
 
     def linkStopping(self, link: LinkProtocol) -> None:
         # Acknowledge what was handed to clients, so that it is not delivered again
-        # through another subscriber of the group.
+        # through another subscriber of the group; from now on nothing more is
+        # handed out or acknowledged: msgqueue gives what still arrives to the next
+        # consumer of the group once the link has closed.
+        self.stopping = True
         if self._ackCall is not None:
             self._ackCall.cancel()
             self._sendAck()
 
     def linkReceived(self, link: LinkProtocol, payload: bytes, isBinary: bool) -> None:
+        if self.stopping:
+            if not self.ignoredWhileStopping:
+                self.log.info("stopping: leaving what msgqueue still sends unacknowledged, for the group's next reader")
+            self.ignoredWhileStopping += 1
+            return
         try:
             frame = json.loads(payload)
             epoch = frame["Epoch"]

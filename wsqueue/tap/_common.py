@@ -205,8 +205,12 @@ def linkedStageService(
     link = buildLink(options, reactor, path, owner, log, retryPolicy, startDelay)
     endpoint = serverEndpoint(reactor, options["port"] if port is None else port, options["interface"], options["cert-dir"])
     service = StopInOrder()
-    link.setServiceParent(service)
+    # Stopped in reverse: the link first, while every client is still connected, so
+    # that a subscriber acknowledges only what it wrote to a client (what arrives
+    # from msgqueue after that is left unacknowledged, for the next subscriber), and
+    # a publisher's last acknowledgements still reach its clients; then the clients.
     listeningService(factory, endpoint).setServiceParent(service)
+    link.setServiceParent(service)
     service.owner = owner
     service.factory = factory
     service.link = link
