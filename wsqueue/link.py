@@ -15,20 +15,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.logger import Logger
+from twisted.logger import FilteringLogObserver, Logger, LogLevel, LogLevelFilterPredicate, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from wsqueue import frames
 from wsqueue.auth import basicHeader
+from wsqueue.logsummary import RepeatSummary
 from wsqueue.server import GOING_AWAY, Limits, applyLimits, closeWith, setNoDelay
 
 RetryPolicy = Callable[[int], float]
+FAILURE_SUMMARY_INTERVAL = 60.0
+"""A link that keeps failing logs its first failure, then a count once a minute."""
 
 
 def defaultRetryPolicy(jitter: Callable[[], float] | None = None) -> RetryPolicy:
@@ -93,7 +97,10 @@ class LinkProtocol(frames.WholeFrames, WebSocketClientProtocol):
     The client side of a link; reports to the L{QueueLink} that made it.
     """
 
-    # Not 'log': Autobahn's own txaio logger (debug lines per frame) must keep its level filter.
+    # Not 'log': that is Autobahn's own txaio logger (debug lines per frame), kept
+    # to errors here, since its info and warning lines repeat what the link logs
+    # itself (two more lines per failed attempt).
+    log = txaio.make_logger(level="error")
     eventLog = Logger()
     peerMasks = False
 
@@ -175,6 +182,19 @@ class _ReportingEndpoint:
         return d
 
 
+class _QuietClientService(ClientService):
+    """
+    A L{ClientService} that does not log each retry: the link logs its failures
+    itself, summarised (L{QueueLink}), instead of one more line per attempt forever.
+    C{_log} is the logger L{ClientService} hands to its state machine (Twisted 26);
+    tests.test_link checks on a real retry that the line is gone.
+    """
+
+    _log = Logger(observer=FilteringLogObserver(
+        globalLogPublisher, [LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)]
+    ))
+
+
 class QueueLink(Service):
     """
     A WebSocket to msgqueue that reconnects by itself.
@@ -203,13 +223,16 @@ class QueueLink(Service):
         self.owner = owner
         self.protocol: LinkProtocol | None = None
         self.failedHandshakes = 0
+        self.failedAttempts = 0
+        self._failures = RepeatSummary(self.log, reactor, interval=FAILURE_SUMMARY_INTERVAL, level=LogLevel.warn)
         factory = WebSocketClientFactory(url, headers={"Authorization": basicHeader(user, password)}, reactor=reactor)
+        factory.noisy = False
         factory.protocol = LinkProtocol
         factory.link = self
         applyLimits(factory, limits.internal())
         self.factory = factory
         policy = retryPolicy or defaultRetryPolicy()
-        self._client = ClientService(
+        self._client = _QuietClientService(
             _ReportingEndpoint(endpoint, self),
             factory,
             retryPolicy=lambda attempt: policy(attempt + self.failedHandshakes),
@@ -217,24 +240,36 @@ class QueueLink(Service):
         )
 
     def _attemptFailed(self, failure: Failure) -> Failure:
-        self.log.warn("cannot reach msgqueue at {url}: {reason}; retrying", url=self.url, reason=failure.getErrorMessage())
+        if not self.running:
+            return failure  # an attempt cancelled by our own stop
+        self.failedAttempts += 1
+        self._failures.emit("cannot reach msgqueue at {url}: {reason}; retrying", url=self.url,
+                            reason=failure.getErrorMessage())
         return failure
 
     def _handshakeFailed(self, failure: HandshakeFailed) -> None:
         self.failedHandshakes += 1
+        self.failedAttempts += 1
         if failure.status == 401:
-            self.log.critical(
+            self._failures.emit(
                 "msgqueue at {url} refused our credentials (HTTP 401): set --queue-user and "
                 "--queue-password (or WSQUEUE_QUEUE_USER / WSQUEUE_QUEUE_PASSWORD)",
-                url=self.url,
+                url=self.url, level=LogLevel.critical,
             )
         else:
-            self.log.warn("cannot open the link to msgqueue at {url}: {reason}; retrying", url=self.url, reason=failure)
+            self._failures.emit("cannot open the link to msgqueue at {url}: {reason}; retrying", url=self.url,
+                                reason=str(failure))
 
     def _opened(self, protocol: LinkProtocol) -> None:
         self.failedHandshakes = 0
         self.protocol = protocol
-        self.log.info("link to msgqueue at {url} open", url=self.url)
+        if self.failedAttempts:
+            self._failures.flush()
+            self.log.info("link to msgqueue at {url} open (after {failed} failed attempt(s))", url=self.url,
+                          failed=self.failedAttempts)
+            self.failedAttempts = 0
+        else:
+            self.log.info("link to msgqueue at {url} open", url=self.url)
         self.owner.linkOpened(protocol)
 
     def _closed(self, protocol: LinkProtocol, code: int | None, reason: str | None) -> None:
@@ -256,6 +291,7 @@ class QueueLink(Service):
 
     def stopService(self) -> Deferred:
         super().stopService()
+        self._failures.flush()
         if self._delayedStart is not None and self._delayedStart.active():
             self._delayedStart.cancel()
             return succeed(None)

@@ -39,22 +39,24 @@ class RepeatSummary:
         self.clock = clock
         self.interval = interval
         self.level = level
-        self._repeats: dict[str, tuple[int, str, dict]] = {}
+        self._repeats: dict[str, tuple[int, tuple[LogLevel, str, dict]]] = {}
         self._call: IDelayedCall | None = None
 
-    def emit(self, format: str, key: str | None = None, **fields: object) -> bool:
+    def emit(self, format: str, key: str | None = None, level: LogLevel | None = None, **fields: object) -> bool:
         """
-        Log C{format} with C{fields} now if this event has not happened within the
-        current interval, else count it; say whether it was logged now.
+        Log C{format} with C{fields} now (at C{level}, else the summary's level) if
+        this event has not happened within the current interval, else count it;
+        say whether it was logged now.
         """
         if key is None:
             key = format + repr(sorted(fields.items()))
+        level = self.level if level is None else level
         if key in self._repeats:
-            count, fmt, kept = self._repeats[key]
-            self._repeats[key] = (count + 1, fmt, kept)
+            count, kept = self._repeats[key]
+            self._repeats[key] = (count + 1, kept)
             return False
-        self.log.emit(self.level, format, **fields)
-        self._repeats[key] = (0, format, fields)
+        self.log.emit(level, format, **fields)
+        self._repeats[key] = (0, (level, format, fields))
         if self._call is None:
             self._call = self.clock.callLater(self.interval, self._summarise)
         return True
@@ -65,12 +67,12 @@ class RepeatSummary:
         self._repeats = {}
         # The next event after this starts a new interval and is logged at once, so
         # a reader sees the condition still lasts.
-        for count, fmt, fields in repeated.values():
-            self._logRepeats(count, fmt, fields)
+        for count, (level, fmt, fields) in repeated.values():
+            self._logRepeats(count, level, fmt, fields)
 
-    def _logRepeats(self, count: int, fmt: str, fields: dict) -> None:
+    def _logRepeats(self, count: int, level: LogLevel, fmt: str, fields: dict) -> None:
         self.log.emit(
-            self.level,
+            level,
             "(repeated {repeats} more time(s) in the last {interval} s) " + fmt,
             repeats=count,
             interval=self.interval,

@@ -1,0 +1,76 @@
+"""
+The stage-to-stage link: what it logs while msgqueue cannot be reached.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial.unittest import TestCase
+
+from wsqueue.link import LinkOwner
+
+from .daemons import freePort
+from .helpers import waitFor
+from .standins import StandInQueue, startLink
+
+
+class _Owner(LinkOwner):
+    def linkReceived(self, link, payload: bytes, isBinary: bool) -> None:
+        pass
+
+
+class FailingLinkLogTests(TestCase):
+    """
+    (#8, item 12) A link that keeps failing logs its first failure once, not four
+    lines per attempt forever (its own, L{ClientService}'s retry line, Autobahn's
+    two), and says when it opens after failing.
+    """
+
+    timeout = 20
+
+    def texts(self, events) -> list[str]:
+        return [formatEvent(event) for event in events]
+
+    async def test_unreachableLoggedOnce(self) -> None:
+        """
+        Five refused connections make one warning, and no retry or factory lines.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        link = startLink(self, freePort(), "/popmsg", _Owner(), retryPolicy=lambda attempt: 0.01)
+        await waitFor(lambda: link.failedAttempts >= 5, what="5 failed attempts")
+        texts = self.texts(events)
+        self.assertEqual(len([t for t in texts if "cannot reach msgqueue" in t]), 1, texts)
+        self.assertEqual([t for t in texts if "Scheduling retry" in t or "factory" in t.lower()], [])
+
+    async def test_refusedHandshakeLoggedOnce(self) -> None:
+        """
+        Wrong credentials, refused again and again, make one critical line; only
+        the link's own lines are logged per attempt (none from Autobahn).
+        """
+        queue = StandInQueue(self)
+        port = queue.listen()
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        link = startLink(self, port, "/popmsg", _Owner(), password="wrong", retryPolicy=lambda attempt: 0.01)
+        await waitFor(lambda: link.failedAttempts >= 10, what="10 refused handshakes")
+        clientSide = [event for event in events if "StageServerProtocol" not in event.get("log_namespace", "")
+                      and "WebSocketServerProtocol" not in event.get("log_namespace", "")]
+        texts = self.texts(clientSide)
+        self.assertEqual(len([t for t in texts if "refused our credentials" in t]), 1, texts)
+        self.assertEqual([t for t in texts if "autobahn" in str(t).lower() or "Scheduling retry" in t], [])
+        self.assertEqual([e for e in clientSide if "autobahn" in e.get("log_namespace", "")], [])
+
+    async def test_openAfterFailures(self) -> None:
+        """
+        Once msgqueue is back, the link says it opened and after how many failures.
+        """
+        port = freePort()
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        link = startLink(self, port, "/popmsg", _Owner(), retryPolicy=lambda attempt: 0.02)
+        await waitFor(lambda: link.failedAttempts >= 3, what="3 failed attempts")
+        queue = StandInQueue(self)
+        queue.listen(port)
+        await waitFor(lambda: link.protocol is not None, what="the link to open")
+        opened = [t for t in self.texts(events) if "open (after" in t]
+        self.assertEqual(len(opened), 1, opened)
+        self.assertEqual(link.failedAttempts, 0)
