@@ -150,16 +150,22 @@ def defaultGroup(port: int) -> str:
 def buildAuthenticator(options: ServerOptions, reactor, log):
     """
     The daemon's authenticator; warns when only the demo account is accepted.
+
+    One per daemon: the all-in-one daemon's stages share it (and its warning).
     """
+    existing = getattr(options, "authenticator", None)
+    if existing is not None:
+        return existing
     if options["credentials"] is None:
         log.warn(
             "no --credentials file: accepting only the demo account {user}/{password}",
             user=DEMO_USER, password=DEMO_PASSWORD,
         )
     try:
-        return makeAuthenticator(options["credentials"], reactor)
+        options.authenticator = makeAuthenticator(options["credentials"], reactor)
     except (CredentialsFileError, OSError) as e:
         raise StartupError(str(e))
+    return options.authenticator
 
 
 def buildLink(options, reactor, path: str, owner, log, retryPolicy=None, startDelay: float = 0.0) -> QueueLink:

@@ -13,8 +13,9 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from wsqueue.options import StartupError, buildAuthenticator, buildLink
 from wsqueue.server import ConnectionCloser, StageServerFactory
@@ -181,12 +182,38 @@ class StopInOrder(MultiService):
         return finished
 
 
-def listeningService(factory: StageServerFactory, endpoint: IStreamServerEndpoint) -> MultiService:
+@implementer(IStreamServerEndpoint)
+class _AnnouncedEndpoint:
+    """
+    Logs once, when listening has begun, what listens where: the stage, its
+    address (the real port, also for port 0) and its paths.
+    """
+
+    def __init__(self, endpoint: IStreamServerEndpoint, stage: str, paths: list[str]) -> None:
+        self._endpoint = endpoint
+        self._stage = stage
+        self._paths = paths
+
+    def listen(self, factory: IProtocolFactory) -> Deferred:
+        return self._endpoint.listen(factory).addCallback(self._announce)
+
+    def _announce(self, port: IListeningPort) -> IListeningPort:
+        address = port.getHost()
+        log.info(
+            "{stage} listening on wss://{host}:{port} ({paths})",
+            stage=self._stage, host=getattr(address, "host", "?"), port=getattr(address, "port", "?"),
+            paths=", ".join(self._paths),
+        )
+        return port
+
+
+def listeningService(factory: StageServerFactory, endpoint: IStreamServerEndpoint, stage: str = "wsqueue") -> MultiService:
     """
     A TLS listener (see L{serverEndpoint}) for C{factory} plus the service that
     closes its connections with 1001 on stop.  A port in use aborts start-up.
     """
     service = _Listening()
+    endpoint = _AnnouncedEndpoint(endpoint, stage, sorted(factory.routes))
     listener = StreamServerEndpointService(endpoint, factory)
     listener._raiseSynchronously = True  # as strports.service does, so _Listening sees the error
     listener.setServiceParent(service)
@@ -195,7 +222,8 @@ def listeningService(factory: StageServerFactory, endpoint: IStreamServerEndpoin
 
 
 def linkedStageService(
-    options, reactor, owner, makeFactory, path: str, port: int | None = None, retryPolicy=None, startDelay: float = 0.0
+    options, reactor, owner, makeFactory, path: str, port: int | None = None, retryPolicy=None, startDelay: float = 0.0,
+    stage: str = "wsqueue",
 ) -> MultiService:
     """
     A stage that listens and keeps a link to msgqueue at C{path} (publisher,
@@ -209,7 +237,7 @@ def linkedStageService(
     # that a subscriber acknowledges only what it wrote to a client (what arrives
     # from msgqueue after that is left unacknowledged, for the next subscriber), and
     # a publisher's last acknowledgements still reach its clients; then the clients.
-    listeningService(factory, endpoint).setServiceParent(service)
+    listeningService(factory, endpoint, stage).setServiceParent(service)
     link.setServiceParent(service)
     service.owner = owner
     service.factory = factory

@@ -8,12 +8,18 @@ when they run as separate daemons.
 
 from __future__ import annotations
 
+import secrets
+
 from twisted.application.service import MultiService
+from twisted.logger import Logger
 from twisted.python import usage
 
-from wsqueue.options import _port
+from wsqueue.auth import INTERNAL_USER
+from wsqueue.options import _port, buildAuthenticator
 from wsqueue.tap import msgqueue, publisher, subscriber
 from wsqueue.tap._common import StopInOrder, daemonService
+
+log = Logger()
 
 
 class Options(publisher.Options, subscriber.Options, msgqueue.Options):
@@ -36,6 +42,10 @@ class Options(publisher.Options, subscriber.Options, msgqueue.Options):
         if ":" in host:
             host = f"[{host}]"  # an IPv6 address must be bracketed in a URL
         self["queue"] = f"wss://{host}:{self['msgqueue-port']}"
+        # The stages reach their own msgqueue with an account of their own, so that
+        # any credentials file works (and the demo account may be absent from it).
+        self["queue-user"] = INTERNAL_USER
+        self["queue-password"] = secrets.token_urlsafe(32)
         if self["msgqueue-port"] == 0:
             raise usage.UsageError("--msgqueue-port must be a fixed port: the other stages connect to it")
 
@@ -44,6 +54,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
     def build(reactor) -> StopInOrder:
         # Stopped in reverse: the subscriber, then the publisher (which drains into
         # msgqueue), then msgqueue.
+        buildAuthenticator(options, reactor, log).allowInternalAccount(options["queue-user"], options["queue-password"])
         service = StopInOrder()
         msgqueue.buildMsgQueue(options, reactor, options["msgqueue-port"]).setServiceParent(service)
         publisher.buildPublisher(options, reactor, options["publisher-port"]).setServiceParent(service)

@@ -29,7 +29,7 @@ def buildPublisher(options: Options, reactor, port: int | None = None, retryPoli
         reactor, maxBuffered=options["max-buffered"], batchBytes=min(BATCH_BYTES, options["max-message-size"])
     )
     path = f"/pushmsg?producer={forwarder.producerName}"
-    service = linkedStageService(options, reactor, forwarder, makePublisherFactory, path, port, retryPolicy)
+    service = linkedStageService(options, reactor, forwarder, makePublisherFactory, path, port, retryPolicy, stage="publisher")
     # Stopped first: refuse new messages, and wait for msgqueue to acknowledge the rest.
     CallOnStop(forwarder.drain).setServiceParent(service)
     return service

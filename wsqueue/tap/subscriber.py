@@ -49,7 +49,8 @@ def buildSubscriber(options: Options, reactor, port: int | None = None, retryPol
         return makeSubscriberFactory(owner, authenticator, limits, reactor, options["max-client-buffer"])
 
     return linkedStageService(
-        options, reactor, reader, makeFactory, path, port, retryPolicy, startDelay=options["resume-grace"]
+        options, reactor, reader, makeFactory, path, port, retryPolicy, startDelay=options["resume-grace"],
+        stage="subscriber",
     )
 
 
