@@ -27,7 +27,7 @@ from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from wsqueue.auth import basicHeader, writeCredentialsFile
+from wsqueue.auth import INTERNAL_USER, basicHeader, writeCredentialsFile
 from wsqueue.broker import Retention
 from wsqueue.certs import makeDevelopmentCertificates
 from wsqueue.options import defaultGroup
@@ -227,6 +227,22 @@ class OptionsTests(SynchronousTestCase):
             self.assertRaises(usage.UsageError, self.parse, subscriber, "--group", group)
 
 
+class HelpTests(SynchronousTestCase):
+    """
+    (#8, item 13) Every daemon's --help gives every option's default.
+    """
+
+    def test_everyOptionHasItsDefault(self) -> None:
+        for tapname, (module, port) in TAPS.items():
+            text = " ".join(str(module.Options()).split())
+            if module is not allinone:
+                self.assertIn(f"--port= The TCP port to listen on. [default: {port}]", text, tapname)
+            for line in str(module.Options()).split("\n      --")[1:]:
+                name = line.split()[0]
+                if name.endswith("=") and name != "help":
+                    self.assertIn("default", " ".join(line.split()), f"{tapname} {name}")
+
+
 class AllInOneOptionsTests(SynchronousTestCase):
     """
     Tests for the all-in-one daemon's Options.
@@ -252,11 +268,32 @@ class AllInOneOptionsTests(SynchronousTestCase):
         self.assertEqual((options["max-queued"], options["max-buffered"]), (100_000, 10_000))
         self.assertEqual(options["group"], f"subscriber-{socket.gethostname()}-8082")
 
+    def test_internalAccount(self) -> None:
+        """
+        (#8, item 11) The stages link with the internal account and a random
+        password, never the demo account, whatever credentials file is given.
+        """
+        first, second = self.parse(), self.parse("--credentials", "users.txt")
+        self.assertEqual((first["queue-user"], second["queue-user"]), (INTERNAL_USER, INTERNAL_USER))
+        self.assertNotEqual(first["queue-password"], second["queue-password"])
+        self.assertGreaterEqual(len(first["queue-password"]), 32)
+
+    def test_separateDaemonsOptionsRefused(self) -> None:
+        """
+        (#8, item 13) Options the all-in-one sets itself are neither listed by
+        --help nor accepted.
+        """
+        usage_ = str(allinone.Options())
+        for option in ("--port", "--queue=", "--queue-user", "--queue-password"):
+            self.assertNotIn(option, usage_)
+            self.assertRaises(usage.UsageError, self.parse, option.rstrip("=") + "=x")
+        self.assertIn("--msgqueue-port", usage_)
+
     def test_queueFollowsMsgqueuePort(self) -> None:
         """
-        --queue is derived from --msgqueue-port (a given --queue is ignored).
+        The stages' msgqueue URL is derived from --msgqueue-port.
         """
-        options = self.parse("--msgqueue-port", "9100", "--queue", "wss://elsewhere:1")
+        options = self.parse("--msgqueue-port", "9100")
         self.assertEqual(options["queue"], "wss://localhost:9100")
 
     def test_queueFollowsInterface(self) -> None:

@@ -86,6 +86,8 @@ class ServerOptions(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["port"] = self.defaultPort
+        # A handler's help is its docstring, shared by every daemon: add this one's default.
+        self.docs["port"] = f"The TCP port to listen on. [default: {self.defaultPort}]"
 
     def opt_port(self, value: str) -> None:
         try:

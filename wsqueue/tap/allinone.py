@@ -21,18 +21,27 @@ from wsqueue.tap._common import StopInOrder, daemonService
 
 log = Logger()
 
+NOT_FOR_ALL_IN_ONE = ("port", "queue", "queue-user", "queue-password")
+"""The separate daemons' options that the all-in-one sets itself."""
+
 
 class Options(publisher.Options, subscriber.Options, msgqueue.Options):
     synopsis = "[options]"
     longdesc = (
-        "msgqueue, publisher and subscriber in one process, joined over wss:// on loopback. "
-        "--queue is ignored: the stages connect to this process's msgqueue."
+        "msgqueue, publisher and subscriber in one process, joined over wss:// on loopback: "
+        "the stages connect to this process's msgqueue with an account of their own."
     )
     optParameters = [
         ["msgqueue-port", None, 8080, "msgqueue's port.", _port],
         ["publisher-port", None, 8081, "publisher's port.", _port],
         ["subscriber-port", None, 8082, "subscriber's port.", _port],
     ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Options of the separate daemons that mean nothing here: neither listed by
+        # --help nor accepted (getopt refuses what longOpt does not name).
+        self.longOpt = [option for option in self.longOpt if option.rstrip("=") not in NOT_FOR_ALL_IN_ONE]
 
     def postOptions(self) -> None:
         self["port"] = self["subscriber-port"]
