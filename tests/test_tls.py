@@ -14,11 +14,13 @@ import shutil
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from twisted.internet import ssl
+from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
 from wsqueue import tls
@@ -319,3 +321,94 @@ class ClientTests(SynchronousTestCase):
         clientEndpoint refuses a URL that is not wss://.
         """
         self.assertRaises(ValueError, tls.clientEndpoint, MemoryReactorClock(), "ws://localhost:8443", self.caPath)
+
+
+class _Recording(Protocol):
+    """
+    Remembers whether the connection was lost, and why.
+    """
+
+    lost = None
+
+    def connectionLost(self, reason) -> None:
+        self.lost = reason
+
+
+def handshake(serverOptions, clientCreator) -> tuple[TLSMemoryBIOProtocol, _Recording, TLSMemoryBIOProtocol, _Recording]:
+    """
+    A TLS handshake in memory between a server with C{serverOptions} and a client
+    with C{clientCreator}, once it has succeeded or failed: the server's TLS
+    protocol and the protocol it wraps, then the client's.
+    """
+    address = IPv4Address("TCP", "127.0.0.1", 8443)
+    wrapped: dict[bool, _Recording] = {}
+
+    def side(options, isClient: bool):
+        factory = Factory.forProtocol(_Recording)
+        factory.buildProtocol = lambda addr: wrapped.setdefault(isClient, _Recording())
+        return lambda: TLSMemoryBIOFactory(options, isClient, factory).buildProtocol(address)
+
+    client, server, pump = iosim.connectedServerAndClient(side(serverOptions, False), side(clientCreator, True))
+    pump.flush()
+    return server, wrapped[False], client, wrapped[True]
+
+
+class ALPNTests(SynchronousTestCase):
+    """
+    Tests for the ALPN offers of L{tls.serverOptions} and L{tls.clientCreator}.
+
+    Twisted's L{ssl.CertificateOptions} always installs an ALPN callback that, with
+    no acceptable protocols configured, selects none: OpenSSL then aborts the
+    handshake of every client that offers ALPN (curl, browsers) with an "internal
+    error" alert.  (tests.test_curl tries this with real clients.)
+    """
+
+    def setUp(self) -> None:
+        self.certDir = self.mktemp()
+        makeDevelopmentCertificates(self.certDir)
+        with open(os.path.join(self.certDir, "ca.crt"), "rb") as f:
+            self.trustRoot = ssl.Certificate.loadPEM(f.read())
+
+    def offering(self, protocols: list[bytes] | None):
+        """
+        Client options verifying the development certificate, offering C{protocols}.
+        """
+        return ssl.optionsForClientTLS("localhost", trustRoot=self.trustRoot, acceptableProtocols=protocols)
+
+    def test_serverSelectsHTTP11(self) -> None:
+        """
+        A client offering http/1.1 (alone or after h2, as curl and browsers do)
+        gets it; one offering nothing gets a connection without ALPN.
+        """
+        for offer, selected in [([b"http/1.1"], b"http/1.1"), ([b"h2", b"http/1.1"], b"http/1.1"), (None, None)]:
+            server, serverSide, client, clientSide = handshake(tls.serverOptions(self.certDir), self.offering(offer))
+            self.assertIsNone(serverSide.lost, offer)
+            self.assertIsNone(clientSide.lost, offer)
+            self.assertTrue(clientSide.transport.getPeerCertificate(), offer)  # the handshake is done
+            self.assertEqual((server.negotiatedProtocol, client.negotiatedProtocol), (selected, selected), offer)
+
+    def test_twistedDefaultRefusesALPN(self) -> None:
+        """
+        What went wrong before: with Twisted's defaults (no acceptable protocols),
+        a client that offers ALPN fails the handshake.
+        """
+        certs, key = tls.loadServerCertificate(self.certDir)
+        twistedDefaults = ssl.CertificateOptions(privateKey=key, certificate=certs[0])
+        _, _, _, clientSide = handshake(twistedDefaults, self.offering([b"http/1.1"]))
+        self.assertIsNotNone(clientSide.lost)
+        self.assertIn("internal error", clientSide.lost.getErrorMessage())
+
+    def test_linksOfferNoALPN(self) -> None:
+        """
+        Links offer no ALPN, so they still reach a msgqueue (or any server) built on
+        Twisted's defaults, as every wsqueue before this change was; and they reach
+        today's servers too.
+        """
+        certs, key = tls.loadServerCertificate(self.certDir)
+        caPath = os.path.join(self.certDir, "ca.crt")
+        for serverOptions in (ssl.CertificateOptions(privateKey=key, certificate=certs[0]), tls.serverOptions(self.certDir)):
+            _, serverSide, client, clientSide = handshake(serverOptions, tls.clientCreator("localhost", caPath))
+            self.assertIsNone(clientSide.lost)
+            self.assertIsNone(serverSide.lost)
+            self.assertTrue(clientSide.transport.getPeerCertificate())
+            self.assertIsNone(client.negotiatedProtocol)

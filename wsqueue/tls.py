@@ -108,12 +108,24 @@ class _TLSClientEndpoint:
         return d.addCallback(lambda tls: tls.wrappedProtocol)
 
 
+ALPN_PROTOCOLS = [b"http/1.1"]
+"""What a server offers over TLS ALPN: the WebSocket opening handshake is HTTP/1.1.
+
+Twisted's L{ssl.CertificateOptions} always installs an ALPN callback; with no
+acceptable protocols it selects nothing, and OpenSSL then aborts the handshake of every
+client that offers ALPN (curl, browsers, C{openssl s_client -alpn}) with an "internal
+error" alert.  Clients that offer no ALPN are not affected either way."""
+
+
 def serverOptions(certDir: str) -> ssl.CertificateOptions:
     """
-    The TLS options of a server listening with C{certDir}'s certificate.
+    The TLS options of a server listening with C{certDir}'s certificate, selecting
+    C{http/1.1} for clients that offer ALPN (see L{ALPN_PROTOCOLS}).
     """
     certs, key = loadServerCertificate(certDir)
-    return ssl.CertificateOptions(privateKey=key, certificate=certs[0], extraCertChain=certs[1:] or None)
+    return ssl.CertificateOptions(
+        privateKey=key, certificate=certs[0], extraCertChain=certs[1:] or None, acceptableProtocols=ALPN_PROTOCOLS
+    )
 
 
 def serverEndpoint(reactor, port: int, interface: str, certDir: str) -> IStreamServerEndpoint:
@@ -137,6 +149,11 @@ def clientCreator(hostname: str, caPath: str | None, insecure: bool = False):
 
     Verifies the peer's certificate and host name against C{caPath}, or the platform's
     trust store when it is L{None}; C{insecure} skips verification entirely.
+
+    Links offer no ALPN, on purpose: a msgqueue from before L{ALPN_PROTOCOLS} (or any
+    server built on Twisted's defaults) aborts the handshake of a client that offers
+    it, so offering it would break links during a rolling upgrade, and it gains
+    nothing: without ALPN every server speaks HTTP/1.1, which the handshake needs.
     """
     if insecure:
         return ssl.CertificateOptions(verify=False)
