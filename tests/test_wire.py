@@ -184,7 +184,7 @@ class ParsePublishTests(SynchronousTestCase):
         """
         for requestId in [{"a": 1}, [1, 2]]:
             result = wire.parsePublish(frame({"Topic": "t", "Content": "c", "Id": requestId}))
-            self.assertError(result, "Id must be a string or a number")
+            self.assertError(result, "Id must be a string or a finite number")
 
     def test_idNotFinite(self) -> None:
         """
@@ -201,12 +201,99 @@ class ParsePublishTests(SynchronousTestCase):
         result = wire.parsePublish(frame({"Topic": "t", "Content": "c", "Id": "i" * (MAX_ID_LENGTH + 1)}))
         self.assertError(result, f"Id is longer than {MAX_ID_LENGTH} characters")
 
+    def test_idUnpairedSurrogate(self) -> None:
+        """
+        A string Id holding half a surrogate pair is refused like such a Topic or
+        Content, and not echoed back: it has no UTF-8 form, so no Ack or Error
+        carrying it could be encoded.
+        """
+        for requestId in [b'"\\ud800"', b'"abc\\udfff"', b'"\\ude00\\ud83d"']:
+            result = wire.parsePublish(b'{"Topic": "t", "Content": "c", "Id": ' + requestId + b"}")
+            self.assertError(result, "Id must be valid Unicode (it has an unpaired surrogate escape)")
+            result.encode()
+        self.assertEqual(wire.parsePublish(b'{"Topic": "t", "Content": "c", "Id": "\\ud83d\\ude00"}').id, "\U0001f600")
+
     def test_idErrorBeforeTopicError(self) -> None:
         """
         With both a bad Id and a bad Topic, the Id error is reported (no Id to attach).
         """
         result = wire.parsePublish(frame({"Topic": "", "Content": "c", "Id": [1]}))
-        self.assertError(result, "Id must be a string or a number")
+        self.assertError(result, "Id must be a string or a finite number")
+
+
+class ParsePushTests(SynchronousTestCase):
+    """
+    Tests for L{wire.parsePush}: the Id rules hold in every form of a push frame.
+    """
+
+    surrogateId = "Id must be valid Unicode (it has an unpaired surrogate escape)"
+
+    def test_idUnpairedSurrogate(self) -> None:
+        """
+        An Id with an unpaired surrogate is refused (without an Id) in a message
+        object, in an array of them and in a batch entry, and the messages around it
+        are still read.
+        """
+        bad = b'"\\ud800"'
+        self.assertEqual(
+            wire.parsePush(b'{"Topic": "t", "Content": "c", "Id": ' + bad + b"}"), [WireError(self.surrogateId)]
+        )
+        self.assertEqual(
+            wire.parsePush(b'[{"Topic": "t", "Content": "c", "Id": ' + bad + b'}, {"Topic": "t", "Content": "d", "Id": 2}]'),
+            [WireError(self.surrogateId), Message("t", "d", 2, True)],
+        )
+        self.assertEqual(
+            wire.parsePush(b'{"Messages": [[' + bad + b', "t", "c"], [3, "t", "e"]]}'),
+            [WireError(self.surrogateId), Message("t", "e", 3, True)],
+        )
+
+    def test_batchEntryIdRules(self) -> None:
+        """
+        A batch entry's Id follows the same rules as a message object's.
+        """
+        for requestId, reason in [
+            ("i" * (MAX_ID_LENGTH + 1), f"Id is longer than {MAX_ID_LENGTH} characters"),
+            ([1], "Id must be a string or a finite number"),
+            ({}, "Id must be a string or a finite number"),
+        ]:
+            self.assertEqual(wire.parsePush(frame({"Messages": [[requestId, "t", "c"]]})), [WireError(reason)])
+        self.assertEqual(wire.parsePush(b'{"Messages": [[NaN, "t", "c"]]}'),
+                         [WireError("Id must be a string or a finite number")])
+
+
+class DecodeJSONTests(SynchronousTestCase):
+    """
+    Tests for L{wire.decodeJSON} and how every parser reads deeply nested frames.
+    """
+
+    def test_values(self) -> None:
+        """
+        Any JSON value decodes to itself; what is not JSON is a WireError.
+        """
+        for value in [{"a": [1, None]}, [], "x", 1.5, None, True]:
+            self.assertEqual(wire.decodeJSON(frame(value)), value)
+        for payload in [b"", b"{", b"\xff", b"[1,]"]:
+            self.assertEqual(wire.decodeJSON(payload), WireError("frame is not valid JSON"))
+
+    def test_deepNesting(self) -> None:
+        """
+        JSON nested deeper than the recursion limit makes C{json.loads} raise
+        RecursionError: it is an ordinary bad frame for decodeJSON and every parser,
+        in any field, never an exception.
+        """
+        deep = b"[" * 100_000 + b"]" * 100_000
+        deepObject = b'{"a": ' * 100_000 + b"1" + b"}" * 100_000
+        tooDeep = WireError("frame is nested too deeply")
+        self.assertEqual(wire.decodeJSON(deep), tooDeep)
+        self.assertEqual(wire.decodeJSON(deepObject), tooDeep)
+        for parse in (wire.parsePublish, wire.parsePush, wire.parseSubscribe):
+            self.assertEqual(parse(deepObject), tooDeep, parse)
+            for field in (b"Topic", b"Content", b"Id"):
+                self.assertEqual(parse(b'{"Topic": "t", "Content": "sub", "Id": 1, "' + field + b'": ' + deep + b"}"),
+                                 tooDeep, (parse, field))
+        self.assertEqual(wire.parsePublish(deep), tooDeep)
+        self.assertEqual(wire.parsePush(deep), tooDeep)
+        self.assertEqual(wire.parsePush(b'{"Messages": [[1, "t", ' + deep + b"]]}"), tooDeep)
 
 
 class ParseMessageObjectTests(SynchronousTestCase):
@@ -327,6 +414,22 @@ class ParseSubscribeTests(SynchronousTestCase):
             result = wire.parseSubscribe(frame({"Topic": "t", "Content": content, "Id": "q"}))
             self.assertEqual(result, WireError('Content must be "sub" or "unsub"', "q", True))
 
+    def test_jsonCommandNotAString(self) -> None:
+        """
+        A Content that is an object or an array (unhashable) is refused like any
+        other unknown command, with the Id, instead of raising TypeError.
+        """
+        for content in [{}, {"sub": 1}, [], ["sub"], 1.5, True]:
+            result = wire.parseSubscribe(frame({"Topic": "t", "Content": content, "Id": "q"}))
+            self.assertEqual(result, WireError('Content must be "sub" or "unsub"', "q", True), content)
+
+    def test_jsonIdUnpairedSurrogate(self) -> None:
+        """
+        A subscribe with an Id holding an unpaired surrogate is refused without it.
+        """
+        result = wire.parseSubscribe(b'{"Topic": "t", "Content": "sub", "Id": "\\ud800"}')
+        self.assertEqual(result, WireError("Id must be valid Unicode (it has an unpaired surrogate escape)"))
+
     def test_jsonNotJSON(self) -> None:
         """
         A frame starting with C{{} that is not JSON is refused as JSON, not as text.
@@ -339,7 +442,7 @@ class ParseSubscribeTests(SynchronousTestCase):
         """
         self.assertEqual(
             wire.parseSubscribe(frame({"Topic": "t", "Content": "sub", "Id": {}})),
-            WireError("Id must be a string or a number"),
+            WireError("Id must be a string or a finite number"),
         )
 
     def test_binaryFrame(self) -> None:

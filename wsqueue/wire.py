@@ -144,18 +144,33 @@ def _unpairedSurrogate(name: str, text: str) -> str | None:
     return None
 
 
-def _decodeJSON(payload: bytes, isBinary: bool) -> object:
-    # The decoded frame, or the WireError saying why there is none.
-    if isBinary:
-        return WireError("binary frames are not supported; send JSON text")
+def decodeJSON(payload: bytes) -> object:
+    """
+    The JSON value in C{payload}, or a L{WireError} saying why there is none; never
+    raises.  Every parser here reads frames through it, and so should any code that
+    reads a peer's frames (the links' replies from msgqueue too).
+
+    C{json.loads} raises L{RecursionError}, not L{ValueError}, on arrays or objects
+    nested deeper than the interpreter's recursion limit (a few kilobytes of
+    C{[[[[...} do it): that is an ordinary bad frame here, not a traceback.
+    """
     try:
         return json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+    except RecursionError:
+        return WireError("frame is nested too deeply")
+    except ValueError:  # UnicodeDecodeError is one too
         return WireError("frame is not valid JSON")
 
 
+def _decodeText(payload: bytes, isBinary: bool) -> object:
+    # The decoded text frame, or the WireError saying why there is none.
+    if isBinary:
+        return WireError("binary frames are not supported; send JSON text")
+    return decodeJSON(payload)
+
+
 def _decodeObject(payload: bytes, isBinary: bool) -> dict[str, Any] | WireError:
-    obj = _decodeJSON(payload, isBinary)
+    obj = _decodeText(payload, isBinary)
     if isinstance(obj, WireError):
         return obj
     if not isinstance(obj, dict):
@@ -163,17 +178,31 @@ def _decodeObject(payload: bytes, isBinary: bool) -> dict[str, Any] | WireError:
     return obj
 
 
+def checkId(requestId: object) -> str | None:
+    """
+    Say what is wrong with a request's C{Id}, or return L{None} when it can be echoed
+    back: a JSON scalar; a string of at most L{MAX_ID_LENGTH} characters that has a
+    UTF-8 form; a finite number.  Every parser that reads an Id checks it here, so
+    that the L{ack} or L{WireError} echoing it later cannot fail to encode.
+    """
+    if isinstance(requestId, str):
+        if len(requestId) > MAX_ID_LENGTH:
+            return f"Id is longer than {MAX_ID_LENGTH} characters"
+        return _unpairedSurrogate("Id", requestId)
+    if isinstance(requestId, (dict, list)) or (isinstance(requestId, float) and not math.isfinite(requestId)):
+        # Python's json reads NaN/Infinity (and 1e400 as inf); echoing them is not JSON.
+        return "Id must be a string or a finite number"
+    return None
+
+
 def _readId(obj: dict[str, Any]) -> tuple[JSONId, bool, WireError | None]:
+    # An Id that cannot be echoed makes an error without one.
     if "Id" not in obj:
         return None, False, None
     requestId = obj["Id"]
-    if isinstance(requestId, (dict, list)):
-        return None, False, WireError("Id must be a string or a number")
-    if isinstance(requestId, float) and not math.isfinite(requestId):
-        # Python's json reads NaN/Infinity (and 1e400 as inf); echoing them is not JSON.
-        return None, False, WireError("Id must be a string or a finite number")
-    if isinstance(requestId, str) and len(requestId) > MAX_ID_LENGTH:
-        return None, False, WireError(f"Id is longer than {MAX_ID_LENGTH} characters")
+    problem = checkId(requestId)
+    if problem is not None:
+        return None, False, WireError(problem)
     return requestId, True, None
 
 
@@ -212,7 +241,7 @@ def parsePush(payload: bytes, isBinary: bool = False) -> list[Message | WireErro
     (one JSON string per text, no keys repeated per message).  Each message is
     checked on its own, so one bad message does not take the others down with it.
     """
-    obj = _decodeJSON(payload, isBinary)
+    obj = _decodeText(payload, isBinary)
     if isinstance(obj, WireError):
         return obj
     if isinstance(obj, dict):
@@ -230,8 +259,9 @@ def _parseBatchEntry(entry: object) -> Message | WireError:
     if not (isinstance(entry, list) and len(entry) == 3):
         return WireError("each entry of Messages must be [Id, Topic, Content]")
     requestId, topic, content = entry
-    if isinstance(requestId, (dict, list)) or (isinstance(requestId, float) and not math.isfinite(requestId)):
-        return WireError("Id must be a string or a finite number")
+    problem = checkId(requestId)
+    if problem is not None:
+        return WireError(problem)
     problem = checkTopic(topic)
     if problem is None:
         problem = _unpairedSurrogate("Content", content) if isinstance(content, str) else "Content must be a string"
@@ -260,7 +290,8 @@ def parseSubscribe(payload: bytes, isBinary: bool = False) -> Subscription | Wir
     if error is not None:
         return error
     command = obj.get("Content")
-    if command not in _COMMANDS:
+    # An object or array is unhashable: looking it up in a dict raises TypeError.
+    if not isinstance(command, str) or command not in _COMMANDS:
         return WireError('Content must be "sub" or "unsub"', requestId, hasId)
     problem = checkTopic(obj.get("Topic"))
     if problem is not None:
