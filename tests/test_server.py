@@ -8,12 +8,18 @@ from __future__ import annotations
 import socket
 
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet import reactor
-from twisted.trial.unittest import TestCase
+from twisted.internet import reactor, task
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from wsqueue import broker
 from wsqueue.auth import basicHeader, makeAuthenticator
 from wsqueue.link import HandshakeFailed, LinkOwner
 from wsqueue.server import (
+    DELIVERY_BURST,
+    ENVELOPE_SLACK,
+    MAX_PEER_BUFFER,
     ConnectionCloser,
     EndpointHandler,
     Limits,
@@ -21,8 +27,9 @@ from wsqueue.server import (
     StageServerProtocol,
     unsentBytes,
 )
+from wsqueue.wire import WireError
 
-from .helpers import Clients, listenTLS, nextJSON, rawRequest, upgradeRequest, waitFor
+from .helpers import Clients, listenTLS, nextJSON, noFrameWithin, rawRequest, upgradeRequest, waitFor
 from .standins import StandInQueue, startLink
 
 
@@ -159,7 +166,64 @@ class NoDelayTests(TestCase):
             self.assertTrue(tcp.getHandle().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
 
 
+def shrinkSocketBuffers(connection: StageServerProtocol, client) -> None:
+    """
+    Make the kernel hold little for a connection (the server's send buffer, the
+    client's receive buffer), so that what the peer does not read piles up in the
+    server's own buffers after kilobytes instead of megabytes.
+    """
+    connection.transport.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    client.transport.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+
+
+async def abortBoth(client, connection: StageServerProtocol) -> None:
+    """
+    Abort a connection on both ends and wait until both know.  (A client that
+    does not read would only learn of a server's abort when it next writes, and
+    Autobahn leaves a closing handshake's timer running after the connection is
+    lost: closing it the usual way would leave the reactor dirty.)
+    """
+    for protocol in (client, connection):
+        if protocol.transport is not None and protocol.state != protocol.STATE_CLOSED:
+            protocol.transport.abortConnection()
+    await waitFor(lambda: client.closed.called and connection.state == connection.STATE_CLOSED, what="both ends closed")
+
+
+async def nextTurns(count: int = 1) -> None:
+    """
+    Let the reactor run C{count} times (writes reach the kernel, reads arrive).
+    """
+    for _ in range(count):
+        await task.deferLater(reactor, 0.001, lambda: None)
+
+
 class UnsentBytesTests(TestCase):
+    timeout = 20
+
+    async def test_realTLSConnection(self) -> None:
+        """
+        On a real TLS connection whose peer does not read, unsentBytes grows with
+        what is written once the kernel's buffers are full: it reads Twisted's private
+        write buffers, and this fails if a Twisted release changes them.
+        """
+        factory = StageServerFactory({"/x": EndpointHandler}, makeAuthenticator(None, reactor), Limits(), reactor)
+        port = listenTLS(self, factory)
+        client = await Clients(self).connect(port, "/x")
+        [connection] = factory.connections
+        self.assertLess(unsentBytes(connection), 0)
+        client.transport.pauseProducing()
+        shrinkSocketBuffers(connection, client)
+        chunk = b"x" * 65536
+        samples = []
+        for _ in range(40):
+            connection.transport.write(chunk)  # raw bytes under TLS: the client reads nothing
+            await nextTurns()
+            samples.append(unsentBytes(connection))
+        self.assertEqual(samples, sorted(samples))
+        # Most chunks wait whole once the kernel's buffers are full.
+        self.assertGreater(samples[-1], 20 * len(chunk), samples)
+        await abortBoth(client, connection)
+
     def test_unknownTransport(self) -> None:
         """
         A transport that does not keep Twisted's write buffer says nothing (None), so
@@ -176,3 +240,236 @@ class UnsentBytesTests(TestCase):
         tcp = type("TCP", (), {"dataBuffer": b"x" * 100, "offset": 40, "_tempDataLen": 70, "bufferSize": 50})()
         connection = type("Connection", (), {"transport": type("TLS", (), {"transport": tcp})()})()
         self.assertEqual(unsentBytes(connection), 80)
+
+
+class _Measuring(StageServerProtocol):
+    """
+    Records the most bytes ever waiting for the peer right after a write.
+    """
+
+    mostWaiting = 0
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        super().sendData(data, sync, chopsize)
+        self._measure()
+
+    def sendFrames(self, data: bytes) -> None:
+        super().sendFrames(data)
+        self._measure()
+
+    def _measure(self) -> None:
+        waiting = unsentBytes(self)
+        if waiting is not None:
+            self.mostWaiting = max(self.mostWaiting, waiting)
+
+
+class _ErrorForEverything(EndpointHandler):
+    """
+    Answers every frame with an Error carrying its number, as /publish answers a
+    client sending with Ids (an Ack or an Error per message).
+    """
+
+    def __init__(self, connection, request) -> None:
+        super().__init__(connection, request)
+        self.count = 0
+
+    def received(self, payload: bytes, isBinary: bool) -> None:
+        self.count += 1
+        self.connection.sendError(WireError("refused", self.count, True))
+
+
+class PeerBufferTests(TestCase):
+    """
+    Everything queued for a peer counts against L{Limits.maxPeerBuffer}: a client
+    that makes the server write (pongs, Errors) and never reads is closed as a slow
+    consumer, and aborted when it does not read the close either.
+    """
+
+    timeout = 30
+    limit = 64 * 1024
+
+    def setUp(self) -> None:
+        routes = {"/x": EndpointHandler, "/errors": _ErrorForEverything}
+        self.factory = StageServerFactory(routes, makeAuthenticator(None, reactor), Limits(maxPeerBuffer=self.limit), reactor)
+        self.factory.protocol = _Measuring
+        # Autobahn aborts a connection whose closing handshake is not answered in time.
+        self.factory.setProtocolOptions(closeHandshakeTimeout=1)
+        self.port = listenTLS(self, self.factory)
+        self.clients = Clients(self)
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    async def openStalled(self, path: str):
+        """
+        A client on C{path} that reads nothing from now on, and its server connection.
+        """
+        client = await self.clients.connect(self.port, path)
+        [connection] = self.factory.connections
+        client.transport.pauseProducing()
+        shrinkSocketBuffers(connection, client)
+        return client, connection
+
+    async def flood(self, send, connection, count: int) -> int:
+        """
+        Call C{send()} C{count} times, 200 per reactor turn, stopping early once the
+        server closes the connection; return how many were sent.
+        """
+        sent = 0
+        while sent < count and connection.state == connection.STATE_OPEN:
+            for _ in range(200):
+                send()
+            sent += 200
+            await nextTurns()
+        return sent
+
+    def slowConsumerWarnings(self) -> list:
+        return [event for event in self.events if "slow consumer" in event.get("log_format", "")]
+
+    async def assertClosedAsSlowConsumer(self, client, connection) -> None:
+        await waitFor(lambda: connection.state == connection.STATE_CLOSED, timeout=10,
+                      what="the server to drop the client that never reads")
+        await abortBoth(client, connection)
+        self.assertTrue(connection.slowConsumer)
+        self.assertEqual(connection.localCloseCode, 1008)
+        self.assertFalse(connection.wasClean)  # aborted: the close was never read
+        self.assertEqual(self.factory.connections, set())
+        self.assertEqual(len(self.slowConsumerWarnings()), 1)
+        # Only the close frame (a few bytes) ever went past the bound.
+        self.assertLessEqual(connection.mostWaiting, self.limit + 256)
+
+    async def test_pingsNeverRead(self) -> None:
+        """
+        A client that sends thousands of pings and never reads makes the server
+        queue a pong for each: past the bound it is closed with 1008 (logged once),
+        then aborted, and what waited for it never passed the bound.
+        """
+        client, connection = await self.openStalled("/x")
+        sent = await self.flood(lambda: client.sendPing(b"p" * 125), connection, 20_000)
+        await self.assertClosedAsSlowConsumer(client, connection)
+        self.assertLess(sent, 20_000)
+
+    async def test_errorsNeverRead(self) -> None:
+        """
+        A client that sends frames answered one by one (Acks, Errors) and never
+        reads is closed the same way.
+        """
+        client, connection = await self.openStalled("/errors")
+        await self.flood(lambda: client.sendMessage(b"{}"), connection, 20_000)
+        await self.assertClosedAsSlowConsumer(client, connection)
+        self.assertGreater(connection.handler.count, 1000)
+
+    async def test_readingClientUnaffected(self) -> None:
+        """
+        A client that reads gets a pong for each of its thousands of pings and an
+        answer for each frame, and stays connected.
+        """
+        client = await self.clients.connect(self.port, "/errors")
+        [connection] = self.factory.connections
+        pongs = []
+        client.onPong = pongs.append
+        for round in range(1, 51):
+            for _ in range(100):
+                client.sendPing(b"p" * 125)
+                client.sendMessage(b"{}")
+            await waitFor(lambda n=100 * round: len(pongs) == len(client.frames.pending) == n, what="every answer")
+        self.assertTrue(connection.isOpen)
+        self.assertFalse(connection.slowConsumer)
+        self.assertEqual(self.slowConsumerWarnings(), [])
+        self.assertLess(connection.mostWaiting, self.limit)
+
+
+class LimitsTests(SynchronousTestCase):
+    def test_maxPeerBufferDefault(self) -> None:
+        """
+        A peer may have 1 MiB waiting by default, as a subscriber's client may
+        (C{--max-client-buffer}).
+        """
+        self.assertEqual(Limits().maxPeerBuffer, MAX_PEER_BUFFER)
+        self.assertEqual(MAX_PEER_BUFFER, 1024 * 1024)
+
+    def test_internalHoldsADeliveryBurst(self) -> None:
+        """
+        msgqueue's connections (internal limits) may hold a whole delivery burst on
+        top of the bound: flow control pauses a consumer only after one.
+        """
+        internal = Limits(maxMessageSize=1000, maxPeerBuffer=5000).internal()
+        self.assertEqual(internal.maxPeerBuffer, 5000 + DELIVERY_BURST * (1000 + ENVELOPE_SLACK))
+        self.assertGreaterEqual(DELIVERY_BURST, broker.READ_BATCH)
+
+
+class _CountingPongs(StageServerProtocol):
+    """
+    Counts the answers to its own pings (Autobahn's auto-ping).
+    """
+
+    autoPongs = 0
+
+    def onAutoPong(self, *args) -> None:
+        self.autoPongs += 1
+
+
+class PauseReadingTests(TestCase):
+    """
+    Tests for L{StageServerProtocol.pauseReading} and C{resumeReading}: a peer that
+    flow control stops reading is not dropped for the pongs it cannot deliver, and
+    is pinged again once reading resumes; a dead peer is still dropped.
+
+    Pings every second, and a peer is dropped two seconds after an unanswered one.
+    (Autobahn's timers fire on whole seconds, so a shorter timeout could expire a
+    few milliseconds after its ping.)
+    """
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        routes = {"/errors": _ErrorForEverything}
+        self.factory = StageServerFactory(routes, makeAuthenticator(None, reactor), Limits(pingInterval=1), reactor)
+        self.factory.protocol = _CountingPongs
+        self.factory.setProtocolOptions(autoPingTimeout=2)
+        self.port = listenTLS(self, self.factory)
+        self.clients = Clients(self)
+
+    async def test_pausedWhileAPingIsOutstanding(self) -> None:
+        """
+        Reading paused after a ping went out and before its pong was read: the peer
+        stays connected across several ping intervals (and is not pinged meanwhile),
+        what it sends is read once reading resumes, and it is pinged again and
+        answers after the resume.
+        """
+        client = await self.clients.connect(self.port, "/errors")
+        [connection] = self.factory.connections
+        pings = []
+        answer = client.onPing
+
+        def onPing(payload: bytes) -> None:
+            if not pings:
+                # The ping's timeout runs on the server; its pong is not read yet.
+                connection.pauseReading()
+                connection.pauseReading()
+            pings.append(payload)
+            answer(payload)
+
+        client.onPing = onPing
+        await waitFor(lambda: pings, what="the first ping")
+        client.sendMessage(b"{}")
+        await noFrameWithin(client, 3.0)  # three ping intervals, past the first ping's timeout
+        self.assertTrue(connection.isOpen)
+        self.assertEqual(len(pings), 1)
+        self.assertEqual(connection.autoPongs, 0)
+        connection.resumeReading()
+        connection.resumeReading()
+        self.assertEqual(await nextJSON(client), {"Error": "refused", "Id": 1})
+        await waitFor(lambda: connection.autoPongs, timeout=5, what="a ping answered after the resume")
+        self.assertEqual(len(pings), 2)
+        self.assertTrue(connection.isOpen)
+
+    async def test_deadPeerStillDropped(self) -> None:
+        """
+        A peer that stops reading (and so answering pings) while the server reads
+        it is dropped by the ping timeout, as before.
+        """
+        client = await self.clients.connect(self.port, "/errors")
+        [connection] = self.factory.connections
+        client.transport.pauseProducing()
+        await waitFor(lambda: connection.state == connection.STATE_CLOSED, timeout=6, what="the dead peer dropped")
+        self.assertIn("ping timeout", connection.wasNotCleanReason)
+        await abortBoth(client, connection)

@@ -27,10 +27,16 @@ from wsqueue.auth import UNAUTHORIZED_HEADERS, BasicAuthenticator
 from wsqueue.wire import WireError
 
 GOING_AWAY = 1001
+POLICY_VIOLATION = 1008
 HANDSHAKE_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 5.0
 ENVELOPE_SLACK = 4096
 """Room for what stages add around a client's message (ids, offsets) on internal links."""
+MAX_PEER_BUFFER = 1024 * 1024
+"""Default of L{Limits.maxPeerBuffer}: the subscriber's default C{--max-client-buffer}."""
+DELIVERY_BURST = 500
+"""The most messages msgqueue writes to one consumer in one go (the broker's C{READ_BATCH}):
+flow control pauses a consumer only after such a burst, so its bound must hold one."""
 
 
 @dataclass(frozen=True)
@@ -42,17 +48,29 @@ class Limits:
         ones are refused with close code 1009.
     @ivar pingInterval: seconds between WebSocket pings; a peer that does not answer
         within the same time is dropped.
+    @ivar maxPeerBuffer: the most bytes that may wait for one peer beyond what its
+        transport holds before it pushes back (see L{unsentBytes}), whatever queued
+        them: messages, Acks and Errors, and Autobahn's pongs and close frames.  A
+        peer that would pass it is closed as a slow consumer (see
+        L{StageServerProtocol}).
     """
 
     maxMessageSize: int = 1024 * 1024
     pingInterval: float = 20.0
     handshakeTimeout: float = HANDSHAKE_TIMEOUT
+    maxPeerBuffer: int = MAX_PEER_BUFFER
 
     def internal(self) -> Limits:
         """
-        The limits for stage-to-stage links, whose frames wrap client messages.
+        The limits for stage-to-stage links, whose frames wrap client messages, and
+        whose peers (msgqueue's consumers) take deliveries in bursts of up to
+        L{DELIVERY_BURST} messages before flow control can pause them.
         """
-        return Limits(self.maxMessageSize + ENVELOPE_SLACK, self.pingInterval, self.handshakeTimeout)
+        maxMessageSize = self.maxMessageSize + ENVELOPE_SLACK
+        return Limits(
+            maxMessageSize, self.pingInterval, self.handshakeTimeout,
+            self.maxPeerBuffer + DELIVERY_BURST * maxMessageSize,
+        )
 
 
 def closeWith(protocol, code: int, reason: str) -> None:
@@ -69,11 +87,14 @@ def unsentBytes(connection) -> int | None:
     """
     How many bytes wait for the peer beyond the point where the connection's
     transport (TCP, under TLS) pauses its producer, or L{None} when it does not say.
+    Negative while the transport is below that point.
 
     Twisted's L{FileDescriptor} keeps what the kernel did not take yet in
     C{dataBuffer} (from C{offset}) plus C{_tempDataBuffer} (C{_tempDataLen} bytes),
     and pauses its producer past C{bufferSize}; it has no public accessor for them,
-    so this reads them defensively.
+    so this reads them defensively.  This is the only place that reads them: a
+    test on a real TLS connection (C{tests.test_server.UnsentBytesTests}) fails if
+    a Twisted release changes them.
     """
     tcp = getattr(connection.transport, "transport", None)
     try:
@@ -140,10 +161,75 @@ class EndpointHandler:
 Route = Callable[["StageServerProtocol", ConnectionRequest], EndpointHandler]
 
 
-class StageServerProtocol(frames.WholeFrames, WebSocketServerProtocol):
+class PausableReading:
+    """
+    For an Autobahn WebSocket protocol (listed before it among the bases): stop and
+    start reading from the peer (flow control) without dropping it for pings it
+    cannot answer meanwhile.
+
+    Autobahn's auto-ping drops a peer whose pong does not arrive within
+    C{autoPingTimeout}; while the transport does not read, no pong can arrive, so
+    a peer paused for longer than that would be dropped for our own pause.  The
+    pings are suspended while reading is paused and start again, one interval
+    after the resume, when it resumes.  Autobahn has no public interface for this:
+    L{_suspendAutoPing} and L{_restartAutoPing} are the only code that touches its
+    auto-ping state (C{autobahn/websocket/protocol.py}, Autobahn 26.10).
+    """
+
+    readingPaused: bool = False
+
+    def pauseReading(self) -> None:
+        """
+        Stop reading from the peer (C{transport.pauseProducing()}) and suspend the
+        ping timeout until L{resumeReading}.  Pausing twice is pausing once.
+        """
+        if self.readingPaused or self.transport is None:
+            return
+        self.readingPaused = True
+        self.transport.pauseProducing()
+        self._suspendAutoPing()
+
+    def resumeReading(self) -> None:
+        """
+        Read from the peer again and ping it again, a ping interval from now.
+        """
+        if not self.readingPaused or self.transport is None:
+            return
+        self.readingPaused = False
+        self.transport.resumeProducing()
+        self._restartAutoPing()
+
+    def _suspendAutoPing(self) -> None:
+        # No ping goes out (autoPingPendingCall) and none is waited for
+        # (autoPingTimeoutCall); forgetting autoPingPending makes a pong that was
+        # already read in this chunk of data schedule nothing either.
+        for name in ("autoPingPendingCall", "autoPingTimeoutCall"):
+            call = getattr(self, name, None)
+            if call is not None:
+                call.cancel()
+                setattr(self, name, None)
+        self.autoPingPending = None
+
+    def _restartAutoPing(self) -> None:
+        # What Autobahn does once the opening handshake is done (and after each pong).
+        if self.state == self.STATE_OPEN and self.autoPingInterval and self.autoPingPendingCall is None:
+            self.autoPingPendingCall = self.factory._batched_timer.call_later(self.autoPingInterval, self._sendAutoPing)
+
+
+class StageServerProtocol(PausableReading, frames.WholeFrames, WebSocketServerProtocol):
     """
     A server connection: authenticates, routes to an L{EndpointHandler}, and keeps
     every failure inside the connection as an C{{"Error": ...}} frame.
+
+    Everything written to the peer passes one check (L{_admits}): Autobahn's own
+    writes (pongs, which it sends for every ping it reads, close frames, messages)
+    through L{sendData}, and wsqueue's through L{sendFrames}.  A peer that would
+    have more than L{Limits.maxPeerBuffer} bytes waiting is closed as a slow
+    consumer (1008, logged once), and nothing more is queued for it; Autobahn's
+    closing handshake timeout (C{CLOSE_TIMEOUT}, see L{applyLimits}) then aborts
+    the connection (C{transport.abortConnection()}) if it does not read the close.
+    Without that, a client that pings and never reads would make the server queue
+    a pong per ping without bound, and one that publishes with Ids an Ack per message.
     """
 
     # Not 'log': Autobahn's own txaio logger (debug lines per frame) must keep its level filter.
@@ -151,6 +237,9 @@ class StageServerProtocol(frames.WholeFrames, WebSocketServerProtocol):
     handler: EndpointHandler | None = None
     user: str | None = None
     path: str = ""
+    slowConsumer: bool = False
+    """Closed for passing Limits.maxPeerBuffer: nothing more is written."""
+    _sendingClose: bool = False
 
     def onConnect(self, request: ConnectionRequest) -> Deferred[None]:
         self.path = request.path
@@ -242,6 +331,44 @@ class StageServerProtocol(frames.WholeFrames, WebSocketServerProtocol):
 
     def sendError(self, error: WireError) -> None:
         self.send(error.encode())
+
+    def sendFrames(self, data: bytes) -> None:
+        if self._admits(len(data)):
+            super().sendFrames(data)
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        # Every write of Autobahn's goes through here: handshake answers, pongs,
+        # close frames, messages.
+        if self._admits(len(data)):
+            super().sendData(data, sync, chopsize)
+
+    def _admits(self, size: int) -> bool:
+        """
+        Whether C{size} more bytes may be queued for the peer.  Past the bound, the
+        peer is closed as a slow consumer instead, once.
+        """
+        if self.slowConsumer:
+            return self._sendingClose
+        if self.state != self.STATE_OPEN:
+            # The opening handshake's answer; frames of a closing handshake.
+            return True
+        waiting = unsentBytes(self)
+        if waiting is None or waiting + size <= self.factory.limits.maxPeerBuffer:
+            return True
+        self._closeSlowConsumer()
+        return False
+
+    def _closeSlowConsumer(self) -> None:
+        self.slowConsumer = True
+        self.eventLog.warn(
+            "closing {peer} ({user}) on {path}: slow consumer, more than {limit} bytes waiting",
+            peer=self.peer, user=self.user, path=self.path, limit=self.factory.limits.maxPeerBuffer,
+        )
+        self._sendingClose = True
+        try:
+            closeWith(self, POLICY_VIOLATION, "slow consumer")
+        finally:
+            self._sendingClose = False
 
 
 class StageServerFactory(WebSocketServerFactory):
