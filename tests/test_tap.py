@@ -661,6 +661,8 @@ class SubscriberOptionsTests(SynchronousTestCase):
         self.assertEqual(service.link.startDelay, 2.5)
         handler = service.factory.routes["/subscribe"](type("C", (), {})(), None)
         self.assertEqual(handler.maxClientBuffer, 4096)
+        # The same bound for everything else queued for a client (Acks, pongs).
+        self.assertEqual(service.factory.limits.maxPeerBuffer, 4096)
         for bad in (["--max-client-buffer", "0"], ["--resume-grace", "-1"]):
             self.assertRaises(usage.UsageError, subscriber.Options().parseOptions, bad)
 

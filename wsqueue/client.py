@@ -20,7 +20,6 @@ is also the recording client of the test suite.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -170,9 +169,8 @@ def formatFrame(payload: bytes) -> tuple[str, bool]:
     Render a frame for a person: C{<[topic] content} for a message; say whether it is
     an error.
     """
-    try:
-        frame = json.loads(payload)
-    except ValueError:
+    frame = wire.decodeJSON(payload)
+    if isinstance(frame, wire.WireError):
         return payload.decode("utf-8", "replace"), False
     if isinstance(frame, dict) and "Topic" in frame and "Content" in frame:
         return f"<[{frame['Topic']}] {frame['Content']}", False
@@ -409,10 +407,7 @@ class _Interactive(LineReceiver):
         """
         Report the Ack or Error of a message published here.
         """
-        try:
-            frame = json.loads(payload)
-        except ValueError:
-            frame = None
+        frame = wire.decodeJSON(payload)
         requestId = frame.get("Id", frame.get("Ack")) if isinstance(frame, dict) else None
         call = self._waiting.pop(requestId, None) if isinstance(requestId, int) else None
         if call is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from dataclasses import replace
 
 from autobahn.websocket.types import ConnectionRequest
 from twisted.internet.interfaces import IPushProducer
@@ -119,7 +120,7 @@ class QueueReader(LinkOwner):
                 batch = [(offset, topic, content) for offset, topic, content in frame["Messages"]]
             else:
                 batch = [(frame["Offset"], frame["Topic"], frame["Content"])]
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, RecursionError):
             self.unexpectedFrame(payload)
             return
         self._checkEpoch(epoch)
@@ -289,7 +290,8 @@ def makeSubscriberFactory(
     maxClientBuffer: int = DEFAULT_MAX_CLIENT_BUFFER,
 ) -> StageServerFactory:
     """
-    The WebSocket server factory of the subscriber.
+    The WebSocket server factory of the subscriber.  C{--max-client-buffer} is also
+    the bound on everything else queued for a client (Acks, Errors, pongs).
     """
     return StageServerFactory(
         {
@@ -298,6 +300,6 @@ def makeSubscriberFactory(
             )
         },
         authenticator,
-        limits,
+        replace(limits, maxPeerBuffer=maxClientBuffer),
         reactor,
     )
