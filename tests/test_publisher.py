@@ -35,6 +35,8 @@ class PublisherTests(TestCase):
     def setUp(self) -> None:
         self.queue = StandInQueue(self)
         self.forwarder = Forwarder(reactor, maxBuffered=100)
+        # As a stop does, leaving nothing scheduled (not waited for: some tests end holding messages).
+        self.addCleanup(lambda: self.forwarder.drain() and None)
         self.factory = makePublisherFactory(self.forwarder, makeAuthenticator(None, reactor), Limits(maxMessageSize=1024), reactor)
         self.port = listenTLS(self, self.factory)
         self.clients = Clients(self)
@@ -243,6 +245,81 @@ class ForwarderTests(TestCase):
         self.forwarder.linkReceived(link, b'{"Ack": 6}', False)
         self.assertFalse(self.client.paused)
         self.assertEqual(self.client.acks, list(range(6)))
+
+    def test_pauseIsBounded(self) -> None:
+        """
+        (#8, item 5) Clients stay paused at most the pause limit: then they are read
+        again and what they send is refused with an Error (not left unanswered)
+        until msgqueue has taken half of what is held.
+        """
+        self.submit(10)
+        self.assertTrue(self.client.paused)
+        self.clock.advance(self.forwarder.pauseLimit - 0.1)
+        self.assertTrue(self.client.paused)
+        self.clock.advance(0.1)
+        self.assertFalse(self.client.paused)
+        refused = self.submit(1, 10)[0]
+        self.assertIn("buffer is full", refused.reason)
+        self.assertEqual(refused.id, 10)
+        link = FakeLink()
+        self.forwarder.linkOpened(link)
+        self.clock.advance(0)
+        self.forwarder.linkReceived(link, b'{"Ack": 6}', False)
+        self.assertEqual(self.submit(1, 11), [None])
+        self.clock.advance(0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_drainResumesPausedClients(self) -> None:
+        """
+        A stopping publisher reads its paused clients again, to refuse what they
+        send with an Error, and leaves no timer behind.
+        """
+        self.submit(10)
+        self.forwarder.drain()
+        self.assertFalse(self.client.paused)
+        self.assertIn("shutting down", self.submit(1, 10)[0].reason)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_eachAcknowledgementIndependent(self) -> None:
+        """
+        (#8, item 7) An acknowledgement that fails (a client whose Id cannot be
+        encoded, a bug) is logged and does not keep the rest of the batch, of this
+        client or of others, from theirs.
+        """
+        broken, other = FakeClient(), FakeClient()
+
+        def fail(clientId):
+            raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+
+        broken.acknowledge = fail
+        self.forwarder.submit(wire.Message("t", "a", 1, True), broken)
+        self.forwarder.submit(wire.Message("t", "b", 2, True), other)
+        self.forwarder.submit(wire.Message("t", "c", 3, True), self.client)
+        link = FakeLink()
+        self.forwarder.linkOpened(link)
+        self.clock.advance(0)
+        self.forwarder.linkReceived(link, b'{"Ack": 3}', False)
+        self.assertEqual((other.acks, self.client.acks), ([2], [3]))
+        self.assertEqual(len(self.flushLoggedErrors(UnicodeEncodeError)), 1)
+        self.assertEqual(self.forwarder.held, 0)
+
+    def test_refusalsSummarised(self) -> None:
+        """
+        (#8, item 3) A msgqueue that refuses every message makes one log line per
+        interval, not one per message; every client still gets its Error.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.submit(5)
+        link = FakeLink()
+        self.forwarder.linkOpened(link)
+        self.clock.advance(0)
+        for seq in range(1, 6):
+            self.forwarder.linkReceived(link, json.dumps({"Error": "msgqueue is full", "Id": seq}).encode(), False)
+        self.assertEqual(len(self.client.errors), 5)
+        refusals = [e for e in events if "refused" in e.get("log_format", "")]
+        self.assertEqual(len(refusals), 1)
+        self.clock.advance(60)
+        self.assertEqual(len([e for e in events if "refused" in e.get("log_format", "")]), 2)
 
     def test_refusesPastHardLimit(self) -> None:
         """

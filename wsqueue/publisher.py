@@ -12,7 +12,6 @@ arrives past a small overshoot is refused with an C{Error}, never dropped silent
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections import deque
 
@@ -23,11 +22,15 @@ from twisted.logger import Logger
 from wsqueue import wire
 from wsqueue.auth import BasicAuthenticator
 from wsqueue.link import LinkOwner, LinkProtocol
+from wsqueue.logsummary import RepeatSummary
 from wsqueue.server import EndpointHandler, Limits, StageServerFactory, StageServerProtocol
 
 BATCH_MESSAGES = 1000
 BATCH_BYTES = 256 * 1024
 BATCH_ENTRY_SLACK = 32
+DEFAULT_PAUSE_LIMIT = 10.0
+"""Seconds publishing clients stay paused (half the default ping interval) before
+their messages are refused with an Error instead."""
 """What one message adds to a batch frame besides its text: brackets, quotes, its number."""
 
 
@@ -67,13 +70,19 @@ class Forwarder(LinkOwner):
 
     log = Logger()
 
-    def __init__(self, clock, maxBuffered: int = 10_000, batchBytes: int = BATCH_BYTES) -> None:
+    def __init__(
+        self, clock, maxBuffered: int = 10_000, batchBytes: int = BATCH_BYTES, pauseLimit: float = DEFAULT_PAUSE_LIMIT
+    ) -> None:
         self.clock = clock
         self.maxBuffered = maxBuffered
         self.batchBytes = batchBytes
+        self.pauseLimit = pauseLimit
         self.hardLimit = maxBuffered + max(100, maxBuffered // 10)
         self.producerName = uuid.uuid4().hex
         self.stopping = False
+        self.refusing = False
+        self._pauseTimer = None
+        self._refusals = RepeatSummary(self.log, clock)
         self._seq = 0
         self._unsent: deque[_Held] = deque()
         self._inFlight: deque[_Held] = deque()
@@ -102,7 +111,7 @@ class Forwarder(LinkOwner):
         """
         if self.stopping:
             return wire.WireError("publisher is shutting down; message not accepted", message.id, message.hasId)
-        if self.held >= self.hardLimit:
+        if self.refusing or self.held >= self.hardLimit:
             return wire.WireError(
                 "publisher buffer is full (msgqueue is away or slow); message not accepted",
                 message.id, message.hasId,
@@ -120,8 +129,35 @@ class Forwarder(LinkOwner):
             "{what} {count} publishing client(s): {held} message(s) held for msgqueue",
             what="pausing" if paused else "resuming", count=len(self._clients), held=self.held,
         )
+        if paused:
+            self._pauseTimer = self.clock.callLater(self.pauseLimit, self._pausedTooLong)
+        elif self._pauseTimer is not None:
+            if self._pauseTimer.active():
+                self._pauseTimer.cancel()
+            self._pauseTimer = None
         for client in list(self._clients):
             client.pause() if paused else client.resume()
+
+    def _pausedTooLong(self) -> None:
+        # A paused client gets no answer at all: past the pause limit it is read
+        # again, and what it sends is refused with an Error until msgqueue has taken
+        # half of what is held, so that it knows within a bounded time.
+        self._pauseTimer = None
+        self.log.warn(
+            "msgqueue took nothing for {limit} s ({held} message(s) held): refusing new messages with an Error "
+            "until it catches up", limit=self.pauseLimit, held=self.held,
+        )
+        self.refusing = True
+        self._setPaused(False)
+
+    def _checkRoom(self) -> None:
+        if (self._paused or self.refusing) and self.held < self.maxBuffered // 2:
+            if self.refusing:
+                self.refusing = False
+                self._refusals.flush()
+                self.log.info("msgqueue caught up: accepting messages again")
+            if self._paused:
+                self._setPaused(False)
 
     # -- the link ---------------------------------------------------------------
 
@@ -154,10 +190,7 @@ class Forwarder(LinkOwner):
         self._scheduleFlush()
 
     def linkReceived(self, link: LinkProtocol, payload: bytes, isBinary: bool) -> None:
-        try:
-            reply = json.loads(payload)
-        except ValueError:
-            reply = None
+        reply = wire.decodeJSON(payload)
         if isinstance(reply, dict) and isinstance(reply.get("Ack"), int):
             self._acked(reply["Ack"])
         elif isinstance(reply, dict) and "Error" in reply:
@@ -171,6 +204,9 @@ class Forwarder(LinkOwner):
         refused) everything held.  The daemon's --shutdown-timeout bounds the wait.
         """
         self.stopping = True
+        if self._paused:
+            # New messages are refused from now on: let paused clients hear so.
+            self._setPaused(False)
         d: Deferred[None] = Deferred()
         self._drained.append(d)
         self._checkDrained()
@@ -178,6 +214,7 @@ class Forwarder(LinkOwner):
 
     def _checkDrained(self) -> None:
         if self.stopping and not self.held:
+            self._refusals.flush()
             self._drained, waiting = [], self._drained
             for d in waiting:
                 d.callback(None)
@@ -186,20 +223,26 @@ class Forwarder(LinkOwner):
         while self._inFlight and self._inFlight[0].seq <= upTo:
             held = self._inFlight.popleft()
             if held.hasId:
-                held.origin.acknowledge(held.clientId)
-        if self._paused and self.held < self.maxBuffered // 2:
-            self._setPaused(False)
+                # Each acknowledgement on its own: one that fails must not keep the
+                # rest (of this client and of others) from theirs.
+                try:
+                    held.origin.acknowledge(held.clientId)
+                except Exception:  # noqa: BLE001 -- logged; the next one goes on
+                    self.log.failure("acknowledging message {seq} to its client failed", seq=held.seq)
+        self._checkRoom()
         self._checkDrained()
 
     def _refused(self, reason: str, seq: object) -> None:
         for held in self._inFlight:
             if held.seq == seq:
                 self._inFlight.remove(held)
-                self.log.error("msgqueue refused message {seq}: {reason}", seq=seq, reason=reason)
+                # Summarised: a full or failing msgqueue refuses every message.
+                self._refusals.emit("msgqueue refused a message: {reason}", reason=reason)
                 held.origin.refuse(wire.WireError(reason, held.clientId, held.hasId))
+                self._checkRoom()
                 self._checkDrained()
                 return
-        self.log.error("msgqueue reported an error: {reason}", reason=reason)
+        self._refusals.emit("msgqueue reported an error: {reason}", reason=reason)
 
 
 class PublishHandler(EndpointHandler):
@@ -231,10 +274,11 @@ class PublishHandler(EndpointHandler):
         self.connection.sendError(error)
 
     def pause(self) -> None:
-        self.connection.transport.pauseProducing()
+        # Not reading also means not reading pongs: the ping timeout waits meanwhile.
+        self.connection.pauseReading()
 
     def resume(self) -> None:
-        self.connection.transport.resumeProducing()
+        self.connection.resumeReading()
 
 
 def makePublisherFactory(

@@ -26,7 +26,8 @@ def buildPublisher(options: Options, reactor, port: int | None = None, retryPoli
     The publisher's services: its listener and its link to msgqueue.
     """
     forwarder = Forwarder(
-        reactor, maxBuffered=options["max-buffered"], batchBytes=min(BATCH_BYTES, options["max-message-size"])
+        reactor, maxBuffered=options["max-buffered"], batchBytes=min(BATCH_BYTES, options["max-message-size"]),
+        pauseLimit=options["ping-interval"] / 2,
     )
     path = f"/pushmsg?producer={forwarder.producerName}"
     service = linkedStageService(options, reactor, forwarder, makePublisherFactory, path, port, retryPolicy, stage="publisher")
