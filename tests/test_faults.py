@@ -606,6 +606,43 @@ class SlowConsumerTests(TestCase):
         self.assertLess(max(rss), self.memoryBound, f"subscriber's resident memory peaked at {max(rss)} bytes")
 
 
+    async def test_pingsNeverRead(self) -> None:
+        """
+        (#8, item 9) A client on /publish that sends 300,000 pings and never reads
+        would make the publisher queue every pong (about 38 MB) outside any limit.
+        It is closed once more than the per-connection bound (1 MiB) waits for it,
+        the publisher's resident memory grows by less than 30 MB, and a client that
+        reads publishes as usual meanwhile.
+        """
+        pipeline = await startPipeline(self, storeIn(self))
+        publisher = pipeline.publisher
+        clients = Clients(self)
+        pinger = await clients.connect(publisher.port, "/publish")
+        pinger.transport.pauseProducing()
+        before = residentMemory(publisher.pid)
+        rss = [before]
+        sampler = task.LoopingCall(lambda: rss.append(residentMemory(publisher.pid)))
+        sampler.start(0.1)
+        self.addCleanup(lambda: sampler.running and sampler.stop())
+        mark = publisher.logMark()
+        for burst in range(300):
+            for _ in range(1000):
+                pinger.sendPing(b"p" * 125)
+            await task.deferLater(reactor, 0, lambda: None)
+            if pinger.closed.called or "slow consumer" in publisher.logText(mark):
+                break
+        await publisher.waitForLog("slow consumer", since=mark, timeout=30)
+        reader = await clients.connect(publisher.port, "/publish")
+        reader.sendMessage(b'{"Topic": "t", "Content": "still here", "Id": 1}')
+        self.assertEqual(await nextJSON(reader), {"Ack": 1})
+        pinger.transport.resumeProducing()
+        code, _ = await withTimeout(pinger.closed, 20, "the pinging client's close")
+        sampler.stop()
+        growth = max(rss) - before
+        print(f"\nFIGURES test_pingsNeverRead: {json.dumps({'pingBursts': burst + 1, 'close': code, 'publisherRssGrowthMB': round(growth / 2**20, 1)})}")
+        self.assertLess(growth, 30 * 2**20, f"the publisher grew by {growth} bytes")
+
+
 class StoreFaultTests(TestCase):
     """
     msgqueue's store refuses to write.
