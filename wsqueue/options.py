@@ -178,7 +178,7 @@ def buildLink(options, reactor, path: str, owner, log, retryPolicy=None, startDe
     if options["insecure"]:
         log.warn("--insecure: msgqueue's certificate is NOT verified")
     try:
-        endpoint = clientEndpoint(reactor, options["queue"], caPath, options["insecure"])
+        endpoint = clientEndpoint(reactor, options["queue"], caPath, options["insecure"], options.get("queue-address"))
     except TLSConfigurationError as e:
         raise StartupError(str(e))
     url = options["queue"].rstrip("/") + path

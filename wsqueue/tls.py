@@ -183,11 +183,29 @@ def parseURL(url: str) -> tuple[str, int, str]:
     return parts.hostname, port, parts.path or "/"
 
 
-def clientEndpoint(reactor, url: str, caPath: str | None, insecure: bool = False) -> IStreamClientEndpoint:
+def clientEndpoint(
+    reactor, url: str, caPath: str | None, insecure: bool = False, address: str | None = None
+) -> IStreamClientEndpoint:
     """
-    A TLS client endpoint for a C{wss://} URL.
+    A TLS client endpoint for a C{wss://} URL: it verifies the server under the
+    URL's host name, and connects to that host, or to C{address} when given (the
+    all-in-one daemon reaches its own msgqueue on loopback under the name its
+    certificate carries).
     """
     host, port, _ = parseURL(url)
     return _TLSClientEndpoint(
-        HostnameEndpoint(reactor, host, port, timeout=CONNECT_TIMEOUT), clientCreator(host, caPath, insecure)
+        HostnameEndpoint(reactor, address or host, port, timeout=CONNECT_TIMEOUT), clientCreator(host, caPath, insecure)
     )
+
+
+def certificateNames(certDir: str) -> list[str]:
+    """
+    The host names and addresses the server certificate in C{certDir} is valid for
+    (its subjectAltName, which is all that host name verification reads).
+    """
+    certs, _ = loadServerCertificate(certDir)
+    try:
+        names = certs[0].to_cryptography().extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [str(name.value) for name in names if isinstance(name, (x509.DNSName, x509.IPAddress))]

@@ -15,9 +15,10 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from wsqueue.auth import INTERNAL_USER
-from wsqueue.options import _port, buildAuthenticator
+from wsqueue.options import StartupError, _port, buildAuthenticator
 from wsqueue.tap import msgqueue, publisher, subscriber
 from wsqueue.tap._common import StopInOrder, daemonService
+from wsqueue.tls import TLSConfigurationError, certificateNames
 
 log = Logger()
 
@@ -48,9 +49,8 @@ class Options(publisher.Options, subscriber.Options, msgqueue.Options):
         subscriber.Options.postOptions(self)
         msgqueue.Options.postOptions(self)
         host = "localhost" if self["interface"] in ("127.0.0.1", "0.0.0.0", "::", "::1", "") else self["interface"]
-        if ":" in host:
-            host = f"[{host}]"  # an IPv6 address must be bracketed in a URL
-        self["queue"] = f"wss://{host}:{self['msgqueue-port']}"
+        self["queue-address"] = host
+        self["queue"] = queueURL(host, self["msgqueue-port"])
         # The stages reach their own msgqueue with an account of their own, so that
         # any credentials file works (and the demo account may be absent from it).
         self["queue-user"] = INTERNAL_USER
@@ -59,8 +59,34 @@ class Options(publisher.Options, subscriber.Options, msgqueue.Options):
             raise usage.UsageError("--msgqueue-port must be a fixed port: the other stages connect to it")
 
 
+def queueURL(host: str, port: int) -> str:
+    """
+    The URL the stages reach msgqueue at (an IPv6 address bracketed).
+    """
+    return f"wss://[{host}]:{port}" if ":" in host else f"wss://{host}:{port}"
+
+
+def verifyUnderCertificateName(options: Options) -> None:
+    """
+    Have the stages verify their own msgqueue under a name its certificate carries.
+
+    They connect to C{queue-address} (loopback, or the listening interface); a
+    certificate made for the daemon's public name (C{wsqueue-certs --host
+    mq.example.org}, or one from a public CA) does not name that address, and host
+    name verification would refuse every link.  So when it does not, the link
+    verifies under the certificate's first name and still connects to the address.
+    """
+    try:
+        names = certificateNames(options["cert-dir"])
+    except TLSConfigurationError as e:
+        raise StartupError(str(e))
+    if names and options["queue-address"] not in names:
+        options["queue"] = queueURL(names[0], options["msgqueue-port"])
+
+
 def makeService(options: Options, reactor=None) -> MultiService:
     def build(reactor) -> StopInOrder:
+        verifyUnderCertificateName(options)
         # Stopped in reverse: the subscriber, then the publisher (which drains into
         # msgqueue), then msgqueue.
         buildAuthenticator(options, reactor, log).allowInternalAccount(options["queue-user"], options["queue-password"])
