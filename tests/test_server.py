@@ -56,6 +56,18 @@ class ServerTests(TestCase):
         self.port = listenTLS(self, self.factory)
         self.clients = Clients(self)
 
+    async def test_refusalLoggedOnce(self) -> None:
+        """
+        (#8, item 12) A refused handshake is one line in the server's log (not three:
+        Autobahn's own two repeated it), and the factory logs no start or stop lines.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        response = await rawRequest(self.port, upgradeRequest(self.port, "/echo", basicHeader("hello", "wrong")))
+        self.assertIn(b" 401 ", response.split(b"\r\n", 1)[0])
+        await waitFor(lambda: [e for e in events if "refused" in e.get("log_format", "")], what="the refusal line")
+        serverSide = [e for e in events if "Client" not in e.get("log_namespace", "")]
+        self.assertEqual(len(serverSide), 1, [e.get("log_format") for e in serverSide])
+
     async def test_stopClosesWithGoingAway(self) -> None:
         """
         Stopping the daemon closes every WebSocket with 1001 and waits for the close.

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import txaio
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.application.service import Service
@@ -232,7 +233,10 @@ class StageServerProtocol(PausableReading, frames.WholeFrames, WebSocketServerPr
     a pong per ping without bound, and one that publishes with Ids an Ack per message.
     """
 
-    # Not 'log': Autobahn's own txaio logger (debug lines per frame) must keep its level filter.
+    # Not 'log': that is Autobahn's own txaio logger (debug lines per frame), kept to
+    # errors here, since its info and warning lines repeat what eventLog says (two
+    # more lines per refused handshake, one per connection it drops).
+    log = txaio.make_logger(level="error")
     eventLog = Logger()
     handler: EndpointHandler | None = None
     user: str | None = None
@@ -394,6 +398,7 @@ class StageServerFactory(WebSocketServerFactory):
         self.limits = limits
         self.connections: set[StageServerProtocol] = set()
         self.closing: dict[StageServerProtocol, Deferred[None]] = {}
+        self.noisy = False  # the daemon says once what listens where (tap._common)
         applyLimits(self, limits)
 
     def closeAll(self, code: int = GOING_AWAY, reason: str = "server shutting down") -> Deferred:
