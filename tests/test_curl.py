@@ -20,7 +20,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import FailTest, TestCase
 
 from wsqueue.auth import basicHeader, makeAuthenticator
 from wsqueue.client import ClientProtocol
@@ -46,8 +46,12 @@ def testCA() -> ssl.Certificate:
 
 
 def requireExecutable(path: str) -> None:
+    """
+    Fail, not skip, without the tool: these tests are the promise that curl works
+    (.ci/run installs curl and openssl when they are missing).
+    """
     if not os.access(path, os.X_OK):
-        raise SkipTest(f"{path} is not installed")
+        raise FailTest(f"{path} is not installed: apt-get install curl openssl")
 
 
 class _Watched(ProcessProtocol):
