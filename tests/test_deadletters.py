@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
 import sys
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -22,10 +23,11 @@ class DeadLettersTests(SynchronousTestCase):
         for group in ("g", "h"):
             self.successResultOf(store.readGroup(group, "c", 0))
         for group in ("g", "h"):
-            for _ in range(2):
-                self.successResultOf(store.readGroup(group, "c", 1))
+            # Twice in a batch, then once alone: dead with --max-deliver 1.
+            for _ in range(3):
+                self.successResultOf(store.readGroup(group, "c", 1, maxDeliver=1))
                 self.successResultOf(store.release(group, "c"))
-            self.successResultOf(store.readGroup(group, "c", 1, maxDeliver=2))
+            self.successResultOf(store.readGroup(group, "c", 1, maxDeliver=1))
         self.store = store
         self.addCleanup(store.close)
 
@@ -41,10 +43,25 @@ class DeadLettersTests(SynchronousTestCase):
         """
         code, letters = self.run_()
         self.assertEqual(code, 0)
-        self.assertEqual([(d["Group"], d["Offset"], d["Content"], d["Deliveries"]) for d in letters],
-                         [("g", 1, "poison", 2), ("h", 1, "poison", 2)])
+        self.assertEqual([(d["Group"], d["Offset"], d["Content"], d["Deliveries"], d["Damaged"]) for d in letters],
+                         [("g", 1, "poison", 3, False), ("h", 1, "poison", 3, False)])
         self.assertEqual([d["Group"] for d in self.run_("--group", "h")[1]], ["h"])
         self.assertEqual(self.successResultOf(self.store.append([("t", "more")])), [3])
+
+    def test_damaged(self) -> None:
+        """
+        An entry that failed its checksum is listed for each group that needed it,
+        with Deliveries 0 and Damaged true: what the store read, not what was sent.
+        """
+        db = sqlite3.connect(self.path, isolation_level=None)
+        db.execute("UPDATE entries SET content = 'finE' WHERE offset = 2")
+        db.close()
+        self.successResultOf(self.store.release("g", "c"))
+        self.assertEqual(self.successResultOf(self.store.readGroup("g", "c", 5)), [])
+        code, letters = self.run_("--group", "g")
+        self.assertEqual(code, 0)
+        self.assertEqual([(d["Offset"], d["Content"], d["Deliveries"], d["Damaged"]) for d in letters],
+                         [(1, "poison", 3, False), (2, "finE", 0, True)])
 
     def test_unreadable(self) -> None:
         """

@@ -2,9 +2,11 @@
 """
 C{wsqueue-deadletters STORE [--group G]}: list the messages msgqueue gave up on.
 
-A message delivered C{--max-deliver} times without being acknowledged moves to its
-group's dead letters.  This reads them from msgqueue's SQLite file, read-only, so it
-is safe while msgqueue runs; one JSON object per line.
+A message delivered alone C{--max-deliver} times without being acknowledged moves to
+its group's dead letters.  So does, with C{"Deliveries": 0} and C{"Damaged": true},
+an entry that failed its checksum when msgqueue read it (never delivered; what is
+shown is what the store read, not what was sent).  This reads them from msgqueue's
+SQLite file, read-only, so it is safe while msgqueue runs; one JSON object per line.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         db = sqlite3.connect(f"file:{args.store}?mode=ro", uri=True)
         for letter in readDeadLetters(db, args.group):
             line = {"Group": letter.group, "Offset": letter.offset, "Topic": letter.topic,
-                    "Content": letter.content, "Deliveries": letter.deliveries, "At": letter.at}
+                    "Content": letter.content, "Deliveries": letter.deliveries, "At": letter.at,
+                    "Damaged": letter.damaged}
             print(json.dumps(line, ensure_ascii=False), file=out)
         db.close()
     except sqlite3.Error as e:

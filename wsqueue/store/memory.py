@@ -19,13 +19,28 @@ from collections.abc import Callable, Sequence
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
-from wsqueue.store.base import DeadLetter, Entry, IMessageStore, PendingEntry
+from wsqueue.store.base import ISOLATE_AFTER, DeadLetter, Entry, IMessageStore, PendingEntry
 
 MAX_PRODUCERS_REMEMBERED = 100_000
 """How many producers' last sequence numbers are kept, most recently seen first kept."""
 
 MAX_DEAD_LETTERS = 10_000
 """How many dead letters are kept in memory, newest kept."""
+
+
+class _Pending:
+    """
+    One delivered, unacknowledged entry of a group: who holds it ("" once given
+    back), how many times it was handed out, how many of those alone, and when.
+    """
+
+    __slots__ = ("alone", "consumer", "deliveredAt", "deliveries")
+
+    def __init__(self, consumer: str, deliveries: int, alone: int, deliveredAt: float) -> None:
+        self.consumer = consumer
+        self.deliveries = deliveries
+        self.alone = alone
+        self.deliveredAt = deliveredAt
 
 
 class _Group:
@@ -39,8 +54,8 @@ class _Group:
     def __init__(self, nextOffset: int, now: float) -> None:
         self.nextOffset = nextOffset
         self.redeliver: list[int] = []
-        # offset -> [consumer, deliveries, deliveredAt]; dicts keep delivery order.
-        self.pending: dict[int, list] = {}
+        # offset -> its delivery state; given-back entries stay here until handed out again.
+        self.pending: dict[int, _Pending] = {}
         self.lastActive = now
 
     def lowestNeeded(self) -> int:
@@ -51,6 +66,20 @@ class _Group:
             lowest = min(lowest, min(self.pending))
         return lowest
 
+    def holds(self, consumer: str) -> bool:
+        """
+        Whether C{consumer} holds an entry of this group (scanned: only asked when a
+        given-back entry must go alone, which is rare).
+        """
+        return any(state.consumer == consumer for state in self.pending.values())
+
+    def drop(self, offset: int) -> None:
+        """
+        Forget a pending or given-back entry, as if it had been acknowledged.
+        """
+        if self.pending.pop(offset, None) is not None and offset in self.redeliver:
+            self.redeliver.remove(offset)
+
     def forget(self, offset: int) -> bool:
         """
         Drop C{offset} (retention removed it); say whether the group still needed it.
@@ -58,8 +87,7 @@ class _Group:
         needed = offset >= self.nextOffset or offset in self.pending
         if offset >= self.nextOffset:
             self.nextOffset = offset + 1
-        if self.pending.pop(offset, None) is not None and offset in self.redeliver:
-            self.redeliver.remove(offset)
+        self.drop(offset)
         return needed
 
 
@@ -67,9 +95,12 @@ class _Group:
 class MemoryStore:
     """
     Entries in a deque, groups in a dict; every operation completes synchronously.
+    Nothing leaves the process, so no checksums are kept (C{damagedEntries} stays 0).
 
     @param now: the time, for delivery and storage timestamps (a test passes a clock's).
     """
+
+    damagedEntries = 0
 
     def __init__(self, now: Callable[[], float] = time.time) -> None:
         self.epoch = uuid.uuid4().hex
@@ -126,26 +157,55 @@ class MemoryStore:
         state = self._group(group)
         now = state.lastActive = self._now()
         result: list[Entry] = []
-        deadLettered = False
+        deadLettered = self._deadLetterSpent(group, state, maxDeliver, now)
+        if state.redeliver and count > 0 and state.pending[state.redeliver[0]].deliveries >= ISOLATE_AFTER:
+            # The oldest given-back entry came back more than once: it goes alone, to
+            # a consumer holding nothing else, so that only it is blamed if it fails.
+            if not state.holds(consumer):
+                result.append(self._handOut(state, state.redeliver.pop(0), consumer, now, alone=True))
+            if deadLettered:
+                self._trim()
+            return succeed(result)
         while state.redeliver and len(result) < count:
-            offset = state.redeliver.pop(0)
-            entry = self._entry(offset)
-            deliveries = state.pending[offset][1]
-            if maxDeliver is not None and deliveries >= maxDeliver:
-                del state.pending[offset]
-                self._deadLetters.append(DeadLetter(group, offset, entry.topic, entry.content, deliveries, now))
+            if self._deadLetterSpent(group, state, maxDeliver, now):
                 deadLettered = True
                 continue
-            result.append(entry)
-            state.pending[offset] = [consumer, deliveries + 1, now]
+            result.append(self._handOut(state, state.redeliver.pop(0), consumer, now, alone=False))
         while state.nextOffset < self._nextOffset and len(result) < count:
             entry = self._entry(state.nextOffset)
             result.append(entry)
-            state.pending[entry.offset] = [consumer, 1, now]
+            state.pending[entry.offset] = _Pending(consumer, 1, 0, now)
             state.nextOffset += 1
         if deadLettered:
             self._trim()
         return succeed(result)
+
+    @staticmethod
+    def _spent(pending: _Pending, maxDeliver: int | None) -> bool:
+        return maxDeliver is not None and pending.alone >= maxDeliver
+
+    def _deadLetterSpent(self, group: str, state: _Group, maxDeliver: int | None, now: float) -> bool:
+        """
+        Move the given-back entries at the head of the group that were delivered
+        alone C{maxDeliver} times to the dead letters; say whether there were any.
+        """
+        moved = False
+        while state.redeliver and self._spent(state.pending[state.redeliver[0]], maxDeliver):
+            offset = state.redeliver.pop(0)
+            pending = state.pending.pop(offset)
+            entry = self._entry(offset)
+            self._deadLetters.append(DeadLetter(group, offset, entry.topic, entry.content, pending.deliveries, now))
+            moved = True
+        return moved
+
+    def _handOut(self, state: _Group, offset: int, consumer: str, now: float, alone: bool) -> Entry:
+        pending = state.pending[offset]
+        pending.consumer = consumer
+        pending.deliveries += 1
+        pending.alone += alone
+        pending.deliveredAt = now
+        entry = self._entry(offset)
+        return Entry(entry.offset, entry.topic, entry.content, pending.deliveries)
 
     def ack(self, group: str, offsets: Sequence[int]) -> Deferred[int]:
         state = self._groups.get(group)
@@ -154,7 +214,9 @@ class MemoryStore:
         state.lastActive = self._now()
         acked = 0
         for offset in offsets:
-            if offset not in state.redeliver and state.pending.pop(offset, None) is not None:
+            pending = state.pending.get(offset)
+            if pending is not None and pending.consumer:
+                del state.pending[offset]
                 acked += 1
         self._trim()
         return succeed(acked)
@@ -165,22 +227,22 @@ class MemoryStore:
             return succeed([])
         return succeed(
             [
-                PendingEntry(offset, consumer, deliveries)
-                for offset, (consumer, deliveries, _) in sorted(state.pending.items())
-                if consumer
+                PendingEntry(offset, pending.consumer, pending.deliveries)
+                for offset, pending in sorted(state.pending.items())
+                if pending.consumer
             ]
         )
 
     def _giveBack(self, state: _Group, offset: int) -> None:
         # Stays in pending (keeping its delivery count) until handed out again.
-        state.pending[offset][0] = ""
+        state.pending[offset].consumer = ""
         bisect.insort(state.redeliver, offset)
 
     def release(self, group: str, consumer: str) -> Deferred[int]:
         state = self._groups.get(group)
         if state is None or not consumer:
             return succeed(0)
-        released = [offset for offset, (owner, _, _) in state.pending.items() if owner == consumer]
+        released = [offset for offset, pending in state.pending.items() if pending.consumer == consumer]
         for offset in released:
             self._giveBack(state, offset)
         return succeed(len(released))
@@ -189,8 +251,8 @@ class MemoryStore:
         deadline = self._now() - ackWait
         expired = []
         for name, state in self._groups.items():
-            for offset, (owner, _, deliveredAt) in list(state.pending.items()):
-                if owner and deliveredAt < deadline:
+            for offset, pending in list(state.pending.items()):
+                if pending.consumer and pending.deliveredAt < deadline:
                     self._giveBack(state, offset)
                     expired.append((name, offset))
         return succeed(expired)
@@ -215,6 +277,25 @@ class MemoryStore:
             for name, state in self._groups.items():
                 if state.forget(entry.offset):
                     lost[name] = lost.get(name, 0) + 1
+        return succeed(lost)
+
+    def trimGroupBacklog(self, maxBacklog: int, active: set[str]) -> Deferred[dict[str, int]]:
+        lost: dict[str, int] = {}
+        for name, state in self._groups.items():
+            if name in active:
+                continue
+            unseen = self._nextOffset - state.nextOffset
+            excess = len(state.pending) + unseen - maxBacklog
+            if excess <= 0:
+                continue
+            lost[name] = excess
+            # The oldest first: pending entries are all older than the unseen ones.
+            fromPending = min(excess, len(state.pending))
+            for offset in sorted(state.pending)[:fromPending]:
+                state.drop(offset)
+            state.nextOffset += excess - fromPending
+        if lost:
+            self._trim()
         return succeed(lost)
 
     def expireGroups(self, idle: float, active: set[str]) -> Deferred[list[str]]:

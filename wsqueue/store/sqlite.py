@@ -11,8 +11,22 @@ move group positions run with C{synchronous=NORMAL} (see L{_Database.setDurabili
 
 Consumer-group positions and pending entries are stored too, so a restart resumes
 every group where it left off; entries that were pending for consumers of the old
-process go back to their groups.  The file is checked with C{PRAGMA quick_check} when
-it is opened, and a damaged file is refused with one line, never silently used.
+process go back to their groups.
+
+What a damaged store does:
+
+  - the file is checked with C{PRAGMA quick_check} when it is opened, and a
+    structurally damaged file is refused with one line, never silently used;
+  - every entry carries a CRC-32 of its topic and content, checked whenever it is
+    read: an altered entry is never handed out, but logged, counted
+    (C{damagedEntries}), treated as acknowledged by every group and recorded in the
+    dead letters with C{deliveries} 0 (see L{wsqueue.store.base.DeadLetter});
+  - after each commit that stored messages, the highest stored offset and the epoch
+    go to a side file, C{PATH.committed}; a store that ends below it (its
+    write-ahead log was lost or cut short) or has another epoch is refused at open,
+    naming what is missing and how to accept the loss (see L{checkCommitted});
+  - a clean close checkpoints the write-ahead log into the main file, so that the
+    main file alone holds everything (see L{SQLiteStore.close}).
 """
 
 from __future__ import annotations
@@ -23,18 +37,23 @@ import sqlite3
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from wsqueue.store.base import DeadLetter, Entry, IMessageStore, PendingEntry
+from wsqueue.store.base import ISOLATE_AFTER, DeadLetter, Entry, IMessageStore, PendingEntry
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+"""1: the first release; 2: checksums (C{crc}) and deliveries alone (C{pending.alone})."""
 MAX_BATCH_OPERATIONS = 1000
 """The most queued operations one transaction takes."""
+COMMITTED_SUFFIX = ".committed"
+"""The side file next to the store that records the highest committed offset."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -42,7 +61,8 @@ CREATE TABLE IF NOT EXISTS entries (
     offset INTEGER PRIMARY KEY AUTOINCREMENT,
     topic TEXT NOT NULL,
     content TEXT NOT NULL,
-    stored REAL NOT NULL
+    stored REAL NOT NULL,
+    crc INTEGER
 );
 CREATE TABLE IF NOT EXISTS groups (name TEXT PRIMARY KEY, next_offset INTEGER NOT NULL, last_active REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS pending (
@@ -51,6 +71,7 @@ CREATE TABLE IF NOT EXISTS pending (
     consumer TEXT NOT NULL,
     deliveries INTEGER NOT NULL,
     delivered REAL NOT NULL,
+    alone INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (grp, offset)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS producers (name TEXT PRIMARY KEY, last_seq INTEGER NOT NULL, updated REAL NOT NULL);
@@ -60,9 +81,16 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     topic TEXT NOT NULL,
     content TEXT NOT NULL,
     deliveries INTEGER NOT NULL,
-    at REAL NOT NULL
+    at REAL NOT NULL,
+    crc INTEGER
 );
 """
+_MIGRATIONS = [
+    # (table, column, definition): columns added since schema 1; a NULL crc is not verified.
+    ("entries", "crc", "INTEGER"),
+    ("dead_letters", "crc", "INTEGER"),
+    ("pending", "alone", "INTEGER NOT NULL DEFAULT 0"),
+]
 PRODUCER_EXPIRY = 7 * 24 * 3600
 """Producers not heard from for this long are forgotten (their resends are long over)."""
 
@@ -73,25 +101,132 @@ class StoreError(Exception):
     """
 
 
+def checksum(topic: bytes, content: bytes) -> int:
+    """
+    The CRC-32 kept with an entry: over its topic and content as stored (UTF-8),
+    with a separator so that moving bytes from one to the other changes it too.
+    (The hot loops below compute the same with the topic's part cached.)
+    """
+    return zlib.crc32(content, zlib.crc32(topic + b"\x00"))
+
+
+class _TopicChecksums(dict):
+    """
+    The checksum of C{topic + separator}, per topic (as bytes, or as a str to be
+    encoded): the part of an entry's checksum that its topic contributes, computed
+    once per topic in a batch.
+    """
+
+    def __missing__(self, topic: bytes | str) -> int:
+        value = self[topic] = zlib.crc32((topic.encode("utf-8") if isinstance(topic, str) else topic) + b"\x00")
+        return value
+
+
+def _decoded(topic: bytes, content: bytes, crc: int | None) -> tuple[str, str] | None:
+    """
+    The topic and content of a row read as bytes, or L{None} if they fail their
+    checksum or are not UTF-8 (a flipped bit can make them either).
+    """
+    if crc is not None and checksum(topic, content) != crc:
+        return None
+    try:
+        return topic.decode("utf-8"), content.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+
 def readDeadLetters(db: sqlite3.Connection, group: str | None = None) -> list[DeadLetter]:
     """
-    The dead letters in a store file (of one group, or all), oldest first.  Also used
-    by C{wsqueue-deadletters} on a read-only connection.
+    The dead letters in a store file (of one group, or all), oldest first, each
+    checked against its checksum.  Also used by C{wsqueue-deadletters} on a
+    read-only connection, so it reads a store of schema 1 as well.
     """
-    query = "SELECT grp, offset, topic, content, deliveries, at FROM dead_letters"
-    if group is not None:
-        return [DeadLetter(*row) for row in db.execute(query + " WHERE grp = ? ORDER BY rowid", (group,))]
-    return [DeadLetter(*row) for row in db.execute(query + " ORDER BY rowid")]
+    crc = "crc" if "crc" in _columns(db, "dead_letters") else "NULL"
+    query = (
+        f"SELECT grp, offset, CAST(topic AS BLOB), CAST(content AS BLOB), deliveries, at, {crc} FROM dead_letters"
+    )
+    rows = (
+        db.execute(query + " WHERE grp = ? ORDER BY rowid", (group,))
+        if group is not None
+        else db.execute(query + " ORDER BY rowid")
+    )
+    letters = []
+    for grp, offset, topic, content, deliveries, at, stored in rows:
+        decoded = _decoded(topic, content, stored)
+        if decoded is None:
+            # Shown for what it is: what the store read, marked damaged.
+            letters.append(DeadLetter(grp, offset, topic.decode("utf-8", "replace"),
+                                      content.decode("utf-8", "replace"), deliveries, at, True))
+        else:
+            letters.append(DeadLetter(grp, offset, *decoded, deliveries, at, deliveries == 0))
+    return letters
+
+
+def checkCommitted(sidePath: str, path: str, epoch: str | None, highest: int) -> None:
+    """
+    Refuse a store that holds less than its side file says was committed.
+
+    SQLite keeps recent transactions in the C{-wal} file; a write-ahead log that a
+    failing disk or a bad copy cut short opens without complaint, holding only the
+    transactions before the cut.  The side file remembers the highest offset ever
+    committed and the epoch, so such a store (or a store file replaced by another)
+    is refused with one line instead of serving a fraction of what was acknowledged.
+    An empty side file (one created just before a power loss) says nothing.
+    """
+    try:
+        with open(sidePath, encoding="ascii", errors="replace") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return
+    if not text.strip():
+        return
+    accept = f"to start anyway and accept the loss, delete {sidePath}"
+    parts = text.split()
+    if len(parts) != 2 or not parts[1].isdigit():
+        raise StoreError(f"{sidePath} (the highest committed offset of store {path}) is unreadable; {accept}")
+    sideEpoch, sideOffset = parts[0], int(parts[1])
+    if epoch is None:
+        raise StoreError(
+            f"store {path} is empty or new, but {sidePath} says offsets up to {sideOffset} were committed "
+            f"under epoch {sideEpoch}: the store file or its write-ahead log was lost; {accept}"
+        )
+    if epoch != sideEpoch:
+        raise StoreError(
+            f"store {path} has epoch {epoch}, but {sidePath} says offsets up to {sideOffset} were committed "
+            f"under epoch {sideEpoch}: the store file was replaced or lost its write-ahead log; {accept}"
+        )
+    if highest < sideOffset:
+        raise StoreError(
+            f"offsets up to {sideOffset} were committed to store {path} but it ends at {highest}: its "
+            f"write-ahead log ({path}-wal) was lost or cut short; {accept}"
+        )
 
 
 class _Database:
     """
     The SQL of the store.  Every method runs on the one thread that owns the connection.
+
+    @ivar first: the lowest offset a new group starts at.
+    @ivar next: the offset the next appended entry gets.
+    @ivar count: how many entries the C{entries} table holds.
+    @ivar damaged: offsets found damaged by the current transaction (reported, and
+        counted, only once it commits).
     """
 
     def __init__(self, path: str, now: Callable[[], float] = time.time) -> None:
         self.path = path
+        self.sidePath = path + COMMITTED_SUFFIX
         self.now = now
+        self.damaged: list[int] = []
+        self.recorded: int | None = None
+        self.needsReload = False
+        self.sideFileProblem: str | None = None
+        self._sideFile: int | None = None
+        self.db: sqlite3.Connection | None = None
         directory = os.path.dirname(os.path.abspath(path))
         try:
             os.makedirs(directory, exist_ok=True)
@@ -100,27 +235,72 @@ class _Database:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self._full = True
-            self.db.executescript(_SCHEMA)
+            checkCommitted(self.sidePath, path, *self._storedState())
+            self._migrate()
             self.epoch = self._epoch()
             # Entries pending for consumers of a previous process go back to their groups.
             self.db.execute("UPDATE pending SET consumer = '' WHERE consumer != ''")
             self.db.execute("DELETE FROM producers WHERE updated < ?", (now() - PRODUCER_EXPIRY,))
-            first, last = self.db.execute("SELECT MIN(offset), MAX(offset) FROM entries").fetchone()
+            self.reload()
+            self._openSideFile()
         except sqlite3.DatabaseError as e:
+            self._abandon()
             raise StoreError(f"store {path} is unusable: {e}") from None
         except OSError as e:
+            self._abandon()
             raise StoreError(f"cannot open store {path}: {e.strerror}") from None
-        self._loadBounds(first, last)
+        except StoreError:
+            self._abandon()
+            raise
 
-    def _loadBounds(self, first: int | None, last: int | None) -> None:
-        self.first = first if first is not None else self._nextOffset()
-        self.next = (last + 1) if last is not None else self.first
+    def _abandon(self) -> None:
+        if self.db is not None:
+            self.db.close()
+        if self._sideFile is not None:
+            os.close(self._sideFile)
+
+    def _storedState(self) -> tuple[str | None, int]:
+        """
+        The epoch and the highest offset the file holds, before anything is created.
+        """
+        tables = {name for (name,) in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        epoch = None
+        if "meta" in tables:
+            row = self.db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+            epoch = row[0] if row is not None else None
+        highest = 0
+        if "entries" in tables:
+            highest = self.db.execute("SELECT COALESCE(MAX(offset), 0) FROM entries").fetchone()[0]
+        if "sqlite_sequence" in tables:
+            row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'entries'").fetchone()
+            highest = max(highest, row[0] if row is not None else 0)
+        return epoch, highest
+
+    def _migrate(self) -> None:
+        self.db.executescript(_SCHEMA)
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if row is not None and row[0].isdigit() and int(row[0]) > int(SCHEMA_VERSION):
+            raise StoreError(
+                f"store {self.path} was written by a newer wsqueue (schema {row[0]}; this one knows {SCHEMA_VERSION})"
+            )
+        for table, column, definition in _MIGRATIONS:
+            if column not in _columns(self.db, table):
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        if row is not None and row[0] != SCHEMA_VERSION:
+            self.db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
 
     def reload(self) -> None:
         """
-        Read the bounds again after a transaction was rolled back.
+        Read every figure kept in memory again from the database: at open, and after
+        a transaction (or one operation's savepoint) was rolled back, so that they
+        never count what the database does not hold.
         """
-        self._loadBounds(*self.db.execute("SELECT MIN(offset), MAX(offset) FROM entries").fetchone())
+        first, last, count = self.db.execute("SELECT MIN(offset), MAX(offset), COUNT(*) FROM entries").fetchone()
+        self.first = first if first is not None else self._nextOffset()
+        self.next = (last + 1) if last is not None else self.first
+        self.count = count
+        self._full = self.db.execute("PRAGMA synchronous").fetchone()[0] == 2
+        self.needsReload = False
 
     def _check(self) -> None:
         result = self.db.execute("PRAGMA quick_check").fetchall()
@@ -142,7 +322,37 @@ class _Database:
 
     @property
     def retained(self) -> int:
-        return self.next - self.first
+        return self.count
+
+    # -- the committed-offset side file ---------------------------------------------
+
+    def _openSideFile(self) -> None:
+        self._sideFile = os.open(self.sidePath, os.O_RDWR | os.O_CREAT, 0o644)
+        self.recordCommitted()
+        os.ftruncate(self._sideFile, len(self._sideLine()))
+
+    def _sideLine(self) -> bytes:
+        # Fixed width, so that each update is one write over the last, never a truncation.
+        return f"{self.epoch} {self.next - 1:020d}\n".encode("ascii")
+
+    def recordCommitted(self) -> None:
+        """
+        After a commit that stored messages: write the highest offset to the side file.
+
+        One C{pwrite}, without fsync.  That is safe because it always follows the
+        commit's own fsync: whatever the side file says is already durable in the
+        store, so a power loss can only leave it saying less (a weaker check at the
+        next start), never more (a false refusal).
+        """
+        if self._sideFile is None or self.recorded == self.next - 1:
+            return
+        try:
+            os.pwrite(self._sideFile, self._sideLine(), 0)
+        except OSError as e:
+            # The commit stands; only the check at the next start is weaker.
+            self.sideFileProblem = f"cannot write {self.sidePath}: {e.strerror}"
+            return
+        self.recorded = self.next - 1
 
     def setDurability(self, full: bool) -> None:
         """
@@ -172,12 +382,21 @@ class _Database:
                 "last_seq = MAX(last_seq, excluded.last_seq), updated = excluded.updated",
                 (producer, max(seqs), now),
             )
-        stored = [(topic, content, now) for (topic, content), new in zip(messages, keep) if new]
-        self.db.executemany("INSERT INTO entries (topic, content, stored) VALUES (?, ?, ?)", stored)
+        topics = _TopicChecksums()
+        crc32 = zlib.crc32
+        # What SQLite stores for a str is its UTF-8, so the checksum is over that (a
+        # lone surrogate fails here, as it would in SQLite).
+        stored = [
+            (topic, content, now, crc32(content.encode("utf-8"), topics[topic]))
+            for (topic, content), new in zip(messages, keep)
+            if new
+        ]
+        self.db.executemany("INSERT INTO entries (topic, content, stored, crc) VALUES (?, ?, ?, ?)", stored)
         offsets: list[int | None] = []
         for new in keep:
             offsets.append(self.next if new else None)
             self.next += new
+        self.count += len(stored)
         return offsets
 
     def _group(self, group: str) -> int:
@@ -195,58 +414,153 @@ class _Database:
     def readGroup(self, group: str, consumer: str, count: int, maxDeliver: int | None) -> list[Entry]:
         nextOffset = self._group(group)
         now = self.now()
-        again: list[int] = []
-        while len(again) < count:
-            released = list(
+        while count > 0:
+            head = self.db.execute(
+                "SELECT offset, deliveries, alone FROM pending WHERE grp = ? AND consumer = '' ORDER BY offset LIMIT 1",
+                (group,),
+            ).fetchone()
+            if head is None or head[1] < ISOLATE_AFTER:
+                break
+            if maxDeliver is not None and head[2] >= maxDeliver:
+                self._deadLetter(group, [head[0]], now)
+                continue
+            # The oldest given-back entry came back more than once: it goes alone, to
+            # a consumer holding nothing else, so that only it is blamed if it fails.
+            if self.db.execute(
+                "SELECT 1 FROM pending WHERE grp = ? AND consumer = ? LIMIT 1", (group, consumer)
+            ).fetchone():
+                return []
+            self.db.execute(
+                "UPDATE pending SET consumer = ?, deliveries = deliveries + 1, alone = alone + 1, delivered = ? "
+                "WHERE grp = ? AND offset = ?",
+                (consumer, now, group, head[0]),
+            )
+            alone = self._verified({head[0]: head[1] + 1})
+            if alone:
+                return alone
+            # It was damaged and is gone: look again.
+        result = self._redeliver(group, consumer, count, maxDeliver, now)
+        while len(result) < count:
+            fresh = list(
                 self.db.execute(
-                    "SELECT offset, deliveries FROM pending WHERE grp = ? AND consumer = '' ORDER BY offset LIMIT ?",
-                    (group, count - len(again)),
+                    "SELECT offset, CAST(topic AS BLOB), CAST(content AS BLOB), crc FROM entries "
+                    "WHERE offset >= ? ORDER BY offset LIMIT ?",
+                    (nextOffset, count - len(result)),
                 )
             )
-            dead = [offset for offset, deliveries in released if maxDeliver is not None and deliveries >= maxDeliver]
-            if dead:
-                self._deadLetter(group, dead, now)
-            taken = [offset for offset, _ in released if offset not in dead]
+            if not fresh:
+                break
+            # Checked before the group moves on, so that a damaged entry is recorded for it too.
+            good = self._checked(fresh, {})
+            nextOffset = fresh[-1][0] + 1
+            self.db.execute("UPDATE groups SET next_offset = ? WHERE name = ?", (nextOffset, group))
+            self.db.executemany(
+                "INSERT INTO pending (grp, offset, consumer, deliveries, delivered) VALUES (?, ?, ?, 1, ?)",
+                [(group, entry.offset, consumer, now) for entry in good],
+            )
+            result.extend(good)
+        return result
+
+    def _redeliver(self, group: str, consumer: str, count: int, maxDeliver: int | None, now: float) -> list[Entry]:
+        """
+        Hand out given-back entries as one batch (the oldest was delivered only once),
+        dead-lettering those delivered alone C{maxDeliver} times.
+        """
+        result: list[Entry] = []
+        while len(result) < count:
+            released = list(
+                self.db.execute(
+                    "SELECT offset, deliveries, alone FROM pending WHERE grp = ? AND consumer = '' "
+                    "ORDER BY offset LIMIT ?",
+                    (group, count - len(result)),
+                )
+            )
+            if not released:
+                break
+            spent = [offset for offset, _, alone in released if maxDeliver is not None and alone >= maxDeliver]
+            if spent:
+                self._deadLetter(group, spent, now)
+            taken = {offset: deliveries + 1 for offset, deliveries, _ in released if offset not in spent}
             self.db.executemany(
                 "UPDATE pending SET consumer = ?, deliveries = deliveries + 1, delivered = ? WHERE grp = ? AND offset = ?",
                 [(consumer, now, group, offset) for offset in taken],
             )
-            again.extend(taken)
-            if not dead:
-                # Dead letters made room for more given-back entries; otherwise there are none.
-                break
-        result = [Entry(offset, topic, content) for offset, topic, content in self._entries(again)]
-        fresh = list(
-            self.db.execute(
-                "SELECT offset, topic, content FROM entries WHERE offset >= ? ORDER BY offset LIMIT ?",
-                (nextOffset, count - len(result)),
-            )
-        ) if count > len(result) else []
-        if fresh:
-            self.db.executemany(
-                "INSERT INTO pending VALUES (?, ?, ?, 1, ?)", [(group, offset, consumer, now) for offset, _, _ in fresh]
-            )
-            self.db.execute("UPDATE groups SET next_offset = ? WHERE name = ?", (fresh[-1][0] + 1, group))
-            result.extend(Entry(offset, topic, content) for offset, topic, content in fresh)
+            result.extend(self._verified(taken))
         return result
+
+    def _verified(self, deliveries: dict[int, int]) -> list[Entry]:
+        """
+        The entries at the offsets of C{deliveries} (offset to delivery count), in
+        offset order, without those that fail their checksum.
+        """
+        if not deliveries:
+            return []
+        marks = ",".join("?" * len(deliveries))
+        rows = list(
+            self.db.execute(
+                f"SELECT offset, CAST(topic AS BLOB), CAST(content AS BLOB), crc FROM entries WHERE offset IN ({marks}) "
+                "ORDER BY offset",
+                list(deliveries),
+            )
+        )
+        return self._checked(rows, deliveries)
+
+    def _checked(self, rows: list[tuple[int, bytes, bytes, int | None]], deliveries: dict[int, int]) -> list[Entry]:
+        """
+        The entries of C{rows} (read as bytes) that pass their checksum and decode;
+        the others are taken out of the way (see L{_removeDamaged}).
+        """
+        topics = _TopicChecksums()
+        crc32 = zlib.crc32
+        # The fast way first (this runs once per message handed out), the same test
+        # as _decoded; one entry at a time only if something is damaged.
+        try:
+            good = [
+                Entry(offset, topic.decode("utf-8"), content.decode("utf-8"), deliveries.get(offset, 1))
+                for offset, topic, content, crc in rows
+                if crc is None or crc32(content, topics[topic]) == crc
+            ]
+            if len(good) == len(rows):
+                return good
+        except UnicodeDecodeError:
+            pass
+        good = []
+        for offset, topic, content, crc in rows:
+            decoded = _decoded(topic, content, crc)
+            if decoded is None:
+                self._removeDamaged(offset, topic, content, crc)
+            else:
+                good.append(Entry(offset, *decoded, deliveries.get(offset, 1)))
+        return good
+
+    def _removeDamaged(self, offset: int, topic: bytes, content: bytes, crc: int | None) -> None:
+        """
+        Take an entry that failed its checksum out of the way of every group: a dead
+        letter (deliveries 0) for each group that still needed it, no longer pending
+        anywhere, and gone from the entries.
+        """
+        now = self.now()
+        self.db.execute(
+            "INSERT INTO dead_letters (grp, offset, topic, content, deliveries, at, crc) "
+            "SELECT g.name, ?, ?, ?, 0, ?, ? FROM groups AS g WHERE g.next_offset <= ? "
+            "OR EXISTS (SELECT 1 FROM pending AS p WHERE p.grp = g.name AND p.offset = ?)",
+            (offset, topic, content, now, crc, offset, offset),
+        )
+        self.db.execute("DELETE FROM pending WHERE offset = ?", (offset,))
+        self.count -= self.db.execute("DELETE FROM entries WHERE offset = ?", (offset,)).rowcount
+        self.damaged.append(offset)
+        self._trim()
 
     def _deadLetter(self, group: str, offsets: list[int], now: float) -> None:
         marks = ",".join("?" * len(offsets))
         self.db.execute(
-            "INSERT INTO dead_letters SELECT p.grp, p.offset, e.topic, e.content, p.deliveries, ? "
+            "INSERT INTO dead_letters (grp, offset, topic, content, deliveries, at, crc) "
+            "SELECT p.grp, p.offset, e.topic, e.content, p.deliveries, ?, e.crc "
             f"FROM pending AS p JOIN entries AS e ON e.offset = p.offset WHERE p.grp = ? AND p.offset IN ({marks})",
             (now, group, *offsets),
         )
         self.db.execute(f"DELETE FROM pending WHERE grp = ? AND offset IN ({marks})", (group, *offsets))
         self._trim()
-
-    def _entries(self, offsets: list[int]) -> list[tuple[int, str, str]]:
-        if not offsets:
-            return []
-        marks = ",".join("?" * len(offsets))
-        return list(
-            self.db.execute(f"SELECT offset, topic, content FROM entries WHERE offset IN ({marks}) ORDER BY offset", offsets)
-        )
 
     def ack(self, group: str, offsets: Sequence[int]) -> int:
         self.db.execute("UPDATE groups SET last_active = ? WHERE name = ?", (self.now(), group))
@@ -266,8 +580,11 @@ class _Database:
         lowest = row[0]
         if lowest is None or lowest <= self.first:
             return
-        self.db.execute("DELETE FROM entries WHERE offset < ?", (lowest,))
-        self.first = min(lowest, self.next)
+        self._dropBelow(lowest)
+
+    def _dropBelow(self, cut: int) -> None:
+        self.count -= self.db.execute("DELETE FROM entries WHERE offset < ?", (cut,)).rowcount
+        self.first = min(cut, self.next)
 
     def pending(self, group: str) -> list[PendingEntry]:
         return [
@@ -297,8 +614,11 @@ class _Database:
 
     def applyRetention(self, maxMessages: int | None, maxBytes: int | None, maxAge: float | None) -> dict[str, int]:
         cut = self.first
-        if maxMessages is not None:
-            cut = max(cut, self.next - maxMessages)
+        if maxMessages is not None and self.count > maxMessages:
+            row = self.db.execute(
+                "SELECT offset FROM entries ORDER BY offset LIMIT 1 OFFSET ?", (self.count - maxMessages,)
+            ).fetchone()
+            cut = max(cut, row[0] if row is not None else self.next)
         if maxAge is not None:
             row = self.db.execute("SELECT MIN(offset) FROM entries WHERE stored >= ?", (self.now() - maxAge,)).fetchone()
             cut = max(cut, row[0] if row[0] is not None else self.next)
@@ -319,7 +639,9 @@ class _Database:
             return {}
         lost = {}
         for name, nextOffset in list(self.db.execute("SELECT name, next_offset FROM groups")):
-            unseen = max(0, cut - max(nextOffset, self.first))
+            unseen = self.db.execute(
+                "SELECT COUNT(*) FROM entries WHERE offset >= ? AND offset < ?", (nextOffset, cut)
+            ).fetchone()[0]
             pending = self.db.execute(
                 "SELECT COUNT(*) FROM pending WHERE grp = ? AND offset < ?", (name, cut)
             ).fetchone()[0]
@@ -327,8 +649,38 @@ class _Database:
                 lost[name] = unseen + pending
         self.db.execute("DELETE FROM pending WHERE offset < ?", (cut,))
         self.db.execute("UPDATE groups SET next_offset = ? WHERE next_offset < ?", (cut, cut))
-        self.db.execute("DELETE FROM entries WHERE offset < ?", (cut,))
-        self.first = cut
+        self._dropBelow(cut)
+        return lost
+
+    def trimGroupBacklog(self, maxBacklog: int, active: set[str]) -> dict[str, int]:
+        lost = {}
+        for name, nextOffset in list(self.db.execute("SELECT name, next_offset FROM groups")):
+            if name in active:
+                continue
+            pending = self.db.execute("SELECT COUNT(*) FROM pending WHERE grp = ?", (name,)).fetchone()[0]
+            # Offsets are contiguous but for damaged entries taken out: close enough, and cheap.
+            unseen = max(0, self.next - max(nextOffset, self.first))
+            excess = pending + unseen - maxBacklog
+            if excess <= 0:
+                continue
+            lost[name] = excess
+            # The oldest first: pending entries are all older than the unseen ones.
+            fromPending = min(excess, pending)
+            self.db.execute(
+                "DELETE FROM pending WHERE grp = ? AND offset IN "
+                "(SELECT offset FROM pending WHERE grp = ? ORDER BY offset LIMIT ?)",
+                (name, name, fromPending),
+            )
+            if excess > fromPending:
+                row = self.db.execute(
+                    "SELECT offset FROM entries WHERE offset >= ? ORDER BY offset LIMIT 1 OFFSET ?",
+                    (nextOffset, excess - fromPending),
+                ).fetchone()
+                self.db.execute(
+                    "UPDATE groups SET next_offset = ? WHERE name = ?", (row[0] if row else self.next, name)
+                )
+        if lost:
+            self._trim()
         return lost
 
     def expireGroups(self, idle: float, active: set[str]) -> list[str]:
@@ -345,8 +697,24 @@ class _Database:
             self._trim()
         return expired
 
-    def close(self) -> None:
+    def close(self) -> str | None:
+        """
+        Checkpoint the write-ahead log into the main file and close; return why the
+        checkpoint could not finish (a reader held it back), or L{None}.  Closing
+        never fails: what is committed is durable in the log either way.
+        """
+        problem = None
+        try:
+            busy, _, _ = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if busy:
+                problem = "another connection was reading it"
+        except sqlite3.Error as e:
+            problem = str(e)
         self.db.close()
+        if self._sideFile is not None:
+            os.close(self._sideFile)
+            self._sideFile = None
+        return problem
 
 
 class _Operation:
@@ -360,43 +728,77 @@ class _Operation:
         self.failure: Failure | None = None
 
 
-def runBatch(database: _Database, operations: list[_Operation]) -> None:
+class _TransactionLost(Exception):
+    """
+    SQLite rolled the whole transaction back by itself (a full disk, an I/O error).
+    """
+
+
+def runBatch(database: _Database, operations: list[_Operation]) -> list[int]:
     """
     Run C{operations} in one transaction, each under its own savepoint so that one
     failing operation does not undo the others; commit once.  If the commit fails,
-    every operation in the batch fails.
+    or SQLite rolled the whole transaction back by itself (C{SQLITE_FULL},
+    C{SQLITE_IOERR}: then there is no savepoint left to roll back to), every
+    operation in the batch fails.  After any rollback every figure kept in memory is
+    read again from the database.  Return the offsets of the entries found damaged
+    by operations that committed.
     """
+    db = database.db
+    database.damaged = []
+    lost: Failure | None = None
     try:
-        database.setDurability(any(operation.name == "append" for operation in operations))
-        database.db.execute("BEGIN IMMEDIATE")
+        if database.needsReload:
+            database.reload()
+        appends = any(operation.name == "append" for operation in operations)
+        database.setDurability(appends)
+        db.execute("BEGIN IMMEDIATE")
         for number, operation in enumerate(operations):
-            database.db.execute(f"SAVEPOINT op{number}")
+            db.execute(f"SAVEPOINT op{number}")
+            damagedBefore = len(database.damaged)
             try:
                 operation.result = getattr(database, operation.name)(*operation.args)
             except Exception:  # noqa: BLE001 -- reported to that operation's caller
                 operation.failure = Failure()
-                database.db.execute(f"ROLLBACK TO op{number}")
-            database.db.execute(f"RELEASE op{number}")
-        database.db.execute("COMMIT")
+                if not db.in_transaction:
+                    lost = operation.failure
+                    raise _TransactionLost() from None
+                db.execute(f"ROLLBACK TO op{number}")
+                del database.damaged[damagedBefore:]
+                database.reload()
+            db.execute(f"RELEASE op{number}")
+        db.execute("COMMIT")
     except Exception:  # noqa: BLE001 -- the whole batch failed to commit
-        failure = Failure()
+        # The operation that lost the transaction carries the cause; the others share it.
+        cause = lost if lost is not None else Failure()
+        for operation in operations:
+            if lost is None or operation.failure is None:
+                operation.failure = cause
+        database.damaged = []
         try:
-            database.db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             database.reload()
         except sqlite3.Error:
-            pass
-        for operation in operations:
-            operation.failure = failure
+            # Still failing: read the figures again before the next transaction.
+            database.needsReload = True
+        return []
+    if appends:
+        database.recordCommitted()
+    return database.damaged
 
 
 @implementer(IMessageStore)
 class SQLiteStore:
     """
-    The durable store.  C{retained} is kept up to date on the reactor's side.
+    The durable store.  C{retained} and C{damagedEntries} are kept up to date on the
+    reactor's side.
 
     @param runInline: run each operation at once in the calling thread instead of on
         the writer thread (for tests that drive the store synchronously).
     """
+
+    log = Logger()
 
     def __init__(
         self,
@@ -410,13 +812,16 @@ class SQLiteStore:
         self._inline = runInline
         self._callFromThread = callFromThread
         self._queue: queue.SimpleQueue[_Operation | None] = queue.SimpleQueue()
+        self._closed: Deferred[None] = Deferred()
         if runInline:
             self._database = _Database(path, now)
         else:
             self._database = self._openOnThread(path)
         self.epoch = self._database.epoch
         self.retained = self._database.retained
+        self.damagedEntries = 0
         self.closed = False
+        self._sideFileWarned = False
 
     def _openOnThread(self, path: str) -> _Database:
         opened: queue.SimpleQueue = queue.SimpleQueue()
@@ -441,7 +846,11 @@ class SQLiteStore:
         while True:
             operation = self._queue.get()
             if operation is None:
-                database.close()
+                problem = "closing failed"
+                try:
+                    problem = database.close()
+                finally:
+                    self._callFromThread(self._closedOnThread, problem)
                 return
             batch = [operation]
             while len(batch) < MAX_BATCH_OPERATIONS:
@@ -453,24 +862,48 @@ class SQLiteStore:
                     self._queue.put(None)
                     break
                 batch.append(more)
-            runBatch(database, batch)
-            self._callFromThread(self._finished, batch, database.retained)
+            damaged = runBatch(database, batch)
+            self._callFromThread(self._finished, batch, database.retained, damaged, database.sideFileProblem)
 
-    def _finished(self, batch: list[_Operation], retained: int) -> None:
+    def _finished(
+        self, batch: list[_Operation], retained: int, damaged: list[int], sideFileProblem: str | None = None
+    ) -> None:
         self.retained = retained
+        if sideFileProblem is not None and not self._sideFileWarned:
+            self._sideFileWarned = True
+            self.log.warn("store {path}: {problem}; a lost write-ahead log may go unnoticed at the next start",
+                          path=self.path, problem=sideFileProblem)
+        if damaged:
+            self.damagedEntries += len(damaged)
+            shown = ", ".join(str(offset) for offset in damaged[:10])
+            self.log.error(
+                "store {path}: {count} entry(ies) failed their checksum (offsets {offsets}{more}) and will not be "
+                "delivered; they are recorded as dead letters with Deliveries 0 (see wsqueue-deadletters)",
+                path=self.path, count=len(damaged), offsets=shown, more=" ..." if len(damaged) > 10 else "",
+                damaged=damaged,
+            )
         for operation in batch:
             if operation.failure is not None:
                 operation.deferred.errback(operation.failure)
             else:
                 operation.deferred.callback(operation.result)
 
+    def _closedOnThread(self, problem: str | None) -> None:
+        if problem is not None:
+            self.log.warn(
+                "store {path}: the write-ahead log could not be checkpointed at close ({problem}); "
+                "everything committed is still in {path}-wal",
+                path=self.path, problem=problem,
+            )
+        self._closed.callback(None)
+
     def _submit(self, name: str, *args) -> Deferred:
         if self.closed:
             return fail(StoreError(f"store {self.path} is closed"))
         operation = _Operation(name, args)
         if self._inline:
-            runBatch(self._database, [operation])
-            self._finished([operation], self._database.retained)
+            damaged = runBatch(self._database, [operation])
+            self._finished([operation], self._database.retained, damaged, self._database.sideFileProblem)
         else:
             self._queue.put(operation)
         return operation.deferred
@@ -494,6 +927,9 @@ class SQLiteStore:
     ) -> Deferred[dict[str, int]]:
         return self._submit("applyRetention", maxMessages, maxBytes, maxAge)
 
+    def trimGroupBacklog(self, maxBacklog: int, active: set[str]) -> Deferred[dict[str, int]]:
+        return self._submit("trimGroupBacklog", maxBacklog, set(active))
+
     def expireGroups(self, idle: float, active: set[str]) -> Deferred[list[str]]:
         return self._submit("expireGroups", idle, set(active))
 
@@ -508,15 +944,18 @@ class SQLiteStore:
 
     def close(self) -> Deferred[None]:
         """
-        Finish what is queued, then close the file; fire when it is closed.
+        Finish what is queued, checkpoint the write-ahead log into the main file and
+        close it; fire once the writer thread has closed the connection.  Firing
+        earlier would let the process exit with everything still in the C{-wal}
+        file (safe, but the main file alone would hold nothing: a copy of it would
+        be empty).
         """
-        if self.closed:
-            return succeed(None)
-        if self._inline:
+        if not self.closed:
             self.closed = True
-            self._database.close()
-            return succeed(None)
-        last = self._submit("pending", "")
-        self.closed = True
-        self._queue.put(None)
-        return last.addCallback(lambda _: None)
+            if self._inline:
+                self._closedOnThread(self._database.close())
+            else:
+                self._queue.put(None)
+        waiting: Deferred[None] = Deferred()
+        self._closed.addBoth(lambda result: waiting.callback(None) or result)
+        return waiting
