@@ -9,15 +9,19 @@ network is involved.
 
 from __future__ import annotations
 
+from collections import Counter
+
+from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from wsqueue.broker import READ_BATCH, QueueBroker, Retention
+from wsqueue.broker import FULL_MESSAGE, READ_BATCH, RETRY_MAX, QueueBroker, Retention
 from wsqueue.store.base import Entry
 from wsqueue.store.memory import MemoryStore
+from wsqueue.store.sqlite import SQLiteStore
 
 
 class FakeConsumer:
@@ -68,7 +72,7 @@ class SlowStore:
         self.store = store
         self.epoch = store.epoch
         self.reads: list[Deferred] = []
-        self.failReads = False
+        self.failReads = 0
 
     @property
     def retained(self) -> int:
@@ -79,6 +83,7 @@ class SlowStore:
 
     def readGroup(self, group, consumer, count, maxDeliver=None):
         if self.failReads:
+            self.failReads -= 1
             return fail(RuntimeError("store is broken"))
         entries = self.successResultOf(self.store.readGroup(group, consumer, count, maxDeliver))
         d = Deferred()
@@ -436,6 +441,11 @@ class FlowControlTests(BrokerTestCase):
         self.pusher = FakePusher()
         self.broker.addPusher(self.pusher)
 
+    def tearDown(self) -> None:
+        # A pause still on ends by its time limit.
+        self.clock.advance(self.broker.pauseLimit)
+        super().tearDown()
+
     def test_pausedWhenFull(self) -> None:
         """
         Pushers are paused once the store holds maxQueued entries, and only once.
@@ -610,20 +620,56 @@ class SlowStoreTests(SynchronousTestCase):
         self.assertEqual(first.offsets, [1])
         self.assertEqual(late.offsets, [1])
 
-    def test_failedReadIsLogged(self) -> None:
+    def test_failedReadRetried(self) -> None:
         """
-        A store failure during dispatch is logged, and a later dispatch still runs.
+        A delivery pass that fails (the store cannot read) is logged once and tried
+        again by itself, backing off (0.1 s, 0.2 s...), until it works: the waiting
+        consumer gets the stored entries without any new push.
         """
-        self.store.failReads = True
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.store.failReads = 2
         consumer = FakeConsumer("c1")
         self.broker.addConsumer(consumer)
-        self.broker.push(messages("a"))
+        self.broker.push(messages("a", "b"))
         self.clock.advance(0)
-        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
-        self.store.failReads = False
-        self.broker.consumerWritable()
+        self.assertEqual((self.store.failReads, consumer.offsets), (1, []))
+        self.clock.advance(0.1)
+        self.assertEqual((self.store.failReads, consumer.offsets), (0, []))
+        self.clock.advance(0.1)
+        self.assertEqual(consumer.offsets, [])
+        self.clock.advance(0.1)
+        self.store.finishRead()
+        self.assertEqual(consumer.offsets, [1, 2])
+        errors = [e for e in events if e["log_level"] == LogLevel.error]
+        self.assertEqual(len(errors), 1)
+        self.assertEqual(errors[0]["error"], "RuntimeError: store is broken")
+        self.assertTrue([e for e in events if "works again after" in e["log_format"] and e["failures"] == 2])
+        self.clock.advance(10)
+        [summary] = [e for e in events if "repeated" in e["log_format"]]
+        self.assertEqual(summary["repeats"], 1)
         self.settle()
-        self.assertEqual(consumer.offsets, [1])
+
+    def test_retryBackoffBounded(self) -> None:
+        """
+        While the store keeps failing, retries back off to at most RETRY_MAX apart,
+        new pushes do not hurry them, and the log holds one line per 10 s.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.store.failReads = 1000
+        self.broker.addConsumer(FakeConsumer("c1"))
+        self.clock.advance(0)
+        attempts = []
+        for _ in range(40):
+            before = self.store.failReads
+            self.broker.push(messages("x"))
+            self.clock.advance(0.5)
+            attempts.append(before - self.store.failReads)
+        self.assertLessEqual(sum(attempts[-10:]), 10 * 0.5 / RETRY_MAX + 1)
+        self.assertLessEqual(len([e for e in events if e["log_level"] == LogLevel.error]), 3)
+        self.store.failReads = 0
+        self.clock.advance(RETRY_MAX)
+        self.settle()
+        self.clock.advance(10)
 
 
 class MaintenanceTests(SynchronousTestCase):
@@ -670,19 +716,20 @@ class MaintenanceTests(SynchronousTestCase):
 
     def test_maxDeliverDeadLetters(self) -> None:
         """
-        After --max-deliver deliveries an entry is dead-lettered, not delivered again.
+        After --max-deliver deliveries alone (following two in a batch) an entry is
+        dead-lettered, not delivered again.
         """
         broker = self.broker(maxDeliver=2)
         self.successResultOf(broker.push(messages("a")))
-        for number in range(3):
+        for number in range(5):
             consumer = FakeConsumer(f"c{number}", explicitAck=True)
             broker.addConsumer(consumer)
             self.clock.advance(0)
-            self.assertEqual(consumer.offsets, [1] if number < 2 else [])
+            self.assertEqual(consumer.offsets, [1] if number < 4 else [])
             self.successResultOf(broker.removeConsumer(consumer))
             self.clock.advance(0)
         [letter] = self.successResultOf(self.store.deadLetters("g"))
-        self.assertEqual((letter.offset, letter.deliveries), (1, 2))
+        self.assertEqual((letter.offset, letter.deliveries), (1, 4))
 
     def test_retentionLogsPerGroup(self) -> None:
         """
@@ -725,3 +772,421 @@ class MaintenanceTests(SynchronousTestCase):
         broker.stopping = True
         self.assertIn("shutting down", broker.refusal())
         self.clock.advance(0)
+
+
+class PoisonMixin:
+    """
+    A message that kills its consumer every time (a poison message) must not take
+    the neighbours of its window to the dead letters: the window is redelivered
+    once as a batch, then one entry at a time, and only the entry that failed
+    alone --max-deliver times is dead-lettered.  Run against every store.
+    """
+
+    maxDeliver = 3
+
+    def makeStore(self):
+        raise NotImplementedError
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.store = self.makeStore()
+        self.broker = QueueBroker(self.store, self.clock, maxQueued=1000, maxInFlight=50, maxDeliver=self.maxDeliver)
+
+    def tearDown(self) -> None:
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def consume(self, poison: int, limit: int = 500) -> tuple[Counter, list[int], int]:
+        """
+        Consumers connect one after another; each acknowledges every delivery it
+        receives, and dies (leaves without acknowledging it) on one that holds
+        C{poison}.  Return how often each offset was received, what was
+        acknowledged, and how many consumers it took.
+        """
+        received: Counter = Counter()
+        acked: list[int] = []
+        for number in range(limit):
+            consumer = FakeConsumer(f"c{number}", explicitAck=True)
+            self.broker.addConsumer(consumer)
+            self.clock.advance(0)
+            seen = 0
+            while len(consumer.deliveries) > seen:
+                entries, _ = consumer.deliveries[seen]
+                seen += 1
+                received.update(entry.offset for entry in entries)
+                if poison in [entry.offset for entry in entries]:
+                    break
+                acked.extend(entry.offset for entry in entries)
+                self.assertIsNotNone(self.broker.ack(consumer, entries[-1].offset))
+                self.clock.advance(0)
+            self.successResultOf(self.broker.removeConsumer(consumer))
+            self.clock.advance(0)
+            if self.store.retained == 0:
+                return received, acked, number + 1
+        self.fail(f"not done after {limit} consumers: {self.store.retained} entries left")
+
+    def test_poisonAloneDeadLettered(self) -> None:
+        """
+        A window of 50 with the poison at offset 10 (and 10 more entries behind):
+        every neighbour is delivered and acknowledged, none dead-lettered; the
+        poison is delivered twice in a batch, then --max-deliver times alone, then
+        dead-lettered.
+        """
+        self.successResultOf(self.broker.push(messages(*[f"t{i}" for i in range(60)])))
+        received, acked, consumers = self.consume(poison=10)
+        self.assertEqual(sorted(acked), [offset for offset in range(1, 61) if offset != 10])
+        [letter] = self.successResultOf(self.store.deadLetters("g"))
+        self.assertEqual((letter.offset, letter.deliveries), (10, 2 + self.maxDeliver))
+        self.assertEqual(received[10], 2 + self.maxDeliver)
+        self.assertLessEqual(max(count for offset, count in received.items() if offset != 10), 3)
+        # Two batches, then one consumer per failure alone; the neighbours go one by
+        # one to consumers that survive them.
+        self.assertEqual(consumers, 3 + self.maxDeliver)
+
+    def test_ordinaryDisconnectRedeliversABatch(self) -> None:
+        """
+        A consumer that leaves once (no poison) has its whole window redelivered at
+        once to the next consumer.
+        """
+        self.successResultOf(self.broker.push(messages(*[f"t{i}" for i in range(50)])))
+        leaving = FakeConsumer("leaving", explicitAck=True)
+        self.broker.addConsumer(leaving)
+        self.clock.advance(0)
+        self.successResultOf(self.broker.removeConsumer(leaving))
+        self.clock.advance(0)
+        later = FakeConsumer("later", explicitAck=True)
+        self.broker.addConsumer(later)
+        self.clock.advance(0)
+        self.assertEqual([len(entries) for entries, _ in later.deliveries], [50])
+        self.assertEqual({entry.deliveries for entry in later.deliveries[0][0]}, {2})
+
+    def test_isolatedGoesToAConsumerHoldingNothing(self) -> None:
+        """
+        With several consumers in the group, an entry that must go alone waits for
+        a consumer that holds nothing (here: one that acknowledged its whole window)
+        and is then handed out without a new push; the consumer that holds it gets
+        nothing more until it acknowledges it.
+        """
+        self.broker.maxInFlight = 2
+        self.successResultOf(self.broker.push(messages("a", "b", "c", "d", "e")))
+        first = FakeConsumer("first", explicitAck=True)
+        self.broker.addConsumer(first)
+        self.clock.advance(0)
+        busy = FakeConsumer("busy", explicitAck=True)
+        self.broker.addConsumer(busy)
+        self.clock.advance(0)
+        self.assertEqual((first.offsets, busy.offsets), ([1, 2], [3, 4]))
+        self.successResultOf(self.broker.removeConsumer(first))
+        self.clock.advance(0)
+        again = FakeConsumer("again", explicitAck=True)
+        self.broker.addConsumer(again)
+        self.clock.advance(0)
+        self.assertEqual(again.offsets, [1, 2])
+        self.successResultOf(self.broker.removeConsumer(again))
+        self.clock.advance(0)
+        self.assertEqual(busy.offsets, [3, 4])
+        self.assertIsNotNone(self.broker.ack(busy, 3))
+        self.clock.advance(0)
+        self.assertEqual(busy.offsets, [3, 4])
+        self.assertIsNotNone(self.broker.ack(busy, 4))
+        self.clock.advance(0)
+        self.assertEqual(busy.offsets, [3, 4, 1])
+        self.assertEqual(busy.deliveries[-1][0][0].deliveries, 3)
+        self.successResultOf(self.broker.push(messages("f")))
+        self.clock.advance(0)
+        self.assertEqual(busy.offsets, [3, 4, 1])
+        self.assertIsNotNone(self.broker.ack(busy, 1))
+        self.clock.advance(0)
+        self.assertEqual(busy.offsets, [3, 4, 1, 2])
+        self.assertIsNotNone(self.broker.ack(busy, 2))
+        self.clock.advance(0)
+        self.assertEqual(busy.offsets, [3, 4, 1, 2, 5, 6])
+
+    def test_ackWaitFollowsTheSameRule(self) -> None:
+        """
+        A consumer that stays connected but never acknowledges a delivery holding the
+        poison (it hangs on it): the ack wait gives the window back, the neighbours
+        are isolated and acknowledged, only the poison is dead-lettered.
+        """
+        self.broker.ackWait = 30
+        self.successResultOf(self.broker.push(messages(*[f"t{i}" for i in range(20)])))
+        consumer = FakeConsumer("hangs", explicitAck=True)
+        self.broker.addConsumer(consumer)
+        self.clock.advance(0)
+        seen = 0
+        acked: list[int] = []
+        for _ in range(100):
+            while len(consumer.deliveries) > seen:
+                entries, _ = consumer.deliveries[seen]
+                seen += 1
+                if 5 not in [entry.offset for entry in entries]:
+                    acked.extend(entry.offset for entry in entries)
+                    self.broker.ack(consumer, entries[-1].offset)
+                    self.clock.advance(0)
+            if self.store.retained == 0:
+                break
+            self.clock.advance(31)
+            self.successResultOf(ensureDeferred(self.broker.maintain()))
+            self.clock.advance(0)
+        self.assertEqual(sorted(acked), [offset for offset in range(1, 21) if offset != 5])
+        self.assertEqual([letter.offset for letter in self.successResultOf(self.store.deadLetters())], [5])
+        self.successResultOf(self.broker.removeConsumer(consumer))
+        self.clock.advance(0)
+
+
+class MemoryPoisonTests(PoisonMixin, SynchronousTestCase):
+    def makeStore(self) -> MemoryStore:
+        return MemoryStore(now=self.clock.seconds)
+
+
+class SQLitePoisonTests(PoisonMixin, SynchronousTestCase):
+    def makeStore(self) -> SQLiteStore:
+        store = SQLiteStore(self.mktemp() + ".sqlite3", runInline=True, now=self.clock.seconds)
+        self.addCleanup(store.close)
+        return store
+
+
+class BoundedPauseTests(BrokerTestCase):
+    """
+    At --max-queued pushers are paused, but for at most pauseLimit seconds: a paused
+    connection cannot answer pings, so a longer pause drops the publisher's link and
+    its clients never hear why.  After that, pushers are read again and their
+    messages refused with an Error until the queue has room.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.broker = QueueBroker(self.store, self.clock, maxQueued=10, maxInFlight=100, pauseLimit=5)
+        self.pusher = FakePusher()
+        self.broker.addPusher(self.pusher)
+
+    def test_pauseEndsInRefusals(self) -> None:
+        """
+        Paused at the bound; after pauseLimit seconds resumed, with every push
+        refused as full; taken again once 10 % is free, without another resume.
+        """
+        self.push(*["t"] * 10)
+        self.assertEqual((self.pusher.calls, self.broker.refusal()), (["pause"], None))
+        self.clock.advance(4.9)
+        self.assertEqual(self.pusher.calls, ["pause"])
+        self.clock.advance(0.1)
+        self.assertEqual((self.pusher.calls, self.broker.refusal()), (["pause", "resume"], FULL_MESSAGE))
+        [line] = [e for e in self.events if "still full after" in e["log_format"]]
+        self.assertEqual((line["limit"], line["retained"], line["resumeAt"]), (5, 10, 9))
+        late = FakePusher()
+        self.broker.addPusher(late)
+        self.assertEqual(late.calls, [])
+        consumer = self.addConsumer("c1", explicitAck=True)
+        self.assertEqual(self.broker.refusal(), FULL_MESSAGE)
+        self.ack(consumer, 1)
+        self.assertIsNone(self.broker.refusal())
+        self.assertEqual(self.pusher.calls, ["pause", "resume"])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_roomBeforeTheLimit(self) -> None:
+        """
+        Room made within the limit resumes pushers and cancels the limit.
+        """
+        consumer = self.addConsumer("c1", explicitAck=True)
+        self.push(*["t"] * 10)
+        self.clock.advance(2)
+        self.ack(consumer, 1)
+        self.assertEqual(self.pusher.calls, ["pause", "resume"])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertIsNone(self.broker.refusal())
+
+    def test_fullAgainPausesAgain(self) -> None:
+        """
+        After refusals end, the next time the queue fills pushers are paused again,
+        again for at most the limit.
+        """
+        consumer = self.addConsumer("c1", explicitAck=True)
+        self.push(*["t"] * 10)
+        self.clock.advance(5)
+        self.ack(consumer, 2)
+        self.push("u", "v")
+        self.assertEqual(self.pusher.calls, ["pause", "resume", "pause"])
+        self.clock.advance(5)
+        self.assertEqual(self.pusher.calls, ["pause", "resume", "pause", "resume"])
+        self.ack(consumer, 3)
+        self.assertIsNone(self.broker.refusal())
+
+    def test_stopCancelsTheLimit(self) -> None:
+        """
+        stop() refuses pushes and leaves no timer behind.
+        """
+        self.push(*["t"] * 10)
+        self.broker.stop()
+        self.assertIn("shutting down", self.broker.refusal())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class GroupBacklogTests(SynchronousTestCase):
+    """
+    An absent group (no consumer connected) keeps at most maxGroupBacklog entries:
+    past it it loses its oldest, logged and counted, instead of holding every
+    producer hostage.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.store = MemoryStore(now=self.clock.seconds)
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.broker = QueueBroker(self.store, self.clock, maxQueued=10, maxInFlight=100, maxGroupBacklog=5,
+                                  pauseLimit=5)
+        self.pusher = FakePusher()
+        self.broker.addPusher(self.pusher)
+
+    def tearDown(self) -> None:
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def lines(self) -> list[tuple[str, int]]:
+        return [(e["group"], e["count"]) for e in self.events if "has no consumer connected" in e["log_format"]]
+
+    def test_trimmedWhenTheQueueFills(self) -> None:
+        """
+        The queue filling up trims absent groups at once (no maintenance run needed),
+        so pushers resume; a group with a consumer keeps everything.
+        """
+        self.successResultOf(self.store.readGroup("absent", "gone", 0))
+        present = FakeConsumer("here", group="present")
+        self.broker.addConsumer(present)
+        self.clock.advance(0)
+        self.successResultOf(self.broker.push(messages(*"abcdefghij")))
+        self.clock.advance(0)
+        self.assertEqual(self.pusher.calls, ["pause", "resume"])
+        self.assertEqual((self.lines(), self.broker.droppedForBacklog), ([("absent", 5)], 5))
+        self.assertEqual(len(present.offsets), 10)
+        self.assertEqual([e.offset for e in self.successResultOf(self.store.readGroup("absent", "back", 10))],
+                         [6, 7, 8, 9, 10])
+
+    def test_maintenanceTrims(self) -> None:
+        """
+        Each maintenance run trims absent groups: one line per group naming it and
+        how many it lost.
+        """
+        for group in ("a1", "a2"):
+            self.successResultOf(self.store.readGroup(group, "gone", 0))
+        self.successResultOf(self.broker.push(messages(*"abcdefg")))
+        self.successResultOf(ensureDeferred(self.broker.maintain()))
+        self.clock.advance(0)
+        self.assertEqual(self.lines(), [("a1", 2), ("a2", 2)])
+        self.assertEqual((self.broker.droppedForBacklog, self.store.retained), (4, 5))
+        self.successResultOf(ensureDeferred(self.broker.maintain()))
+        self.assertEqual(len(self.lines()), 2)
+
+    def test_noBound(self) -> None:
+        """
+        Without maxGroupBacklog nothing is trimmed.
+        """
+        self.broker.maxGroupBacklog = None
+        self.successResultOf(self.store.readGroup("absent", "gone", 0))
+        self.successResultOf(self.broker.push(messages(*"abcdefg")))
+        self.successResultOf(ensureDeferred(self.broker.maintain()))
+        self.assertEqual(self.store.retained, 7)
+
+
+class BrokenStore(MemoryStore):
+    """
+    A store whose maintenance operations fail (raising, or with a failed Deferred)
+    while C{broken}.
+    """
+
+    broken = True
+
+    def releaseExpired(self, ackWait):
+        if self.broken:
+            raise OSError("disk I/O error")
+        return super().releaseExpired(ackWait)
+
+    def trimGroupBacklog(self, maxBacklog, active):
+        if self.broken:
+            return fail(OSError("disk I/O error"))
+        return super().trimGroupBacklog(maxBacklog, active)
+
+
+class MaintenanceFailureTests(SynchronousTestCase):
+    """
+    Maintenance runs under a TimerService, whose LoopingCall stops for good at the
+    first failure: a store error must be logged and the next run must still come.
+    """
+
+    def test_maintainNeverRaises(self) -> None:
+        """
+        maintain() logs a failing store (once per 10 s) and returns normally.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        clock = Clock()
+        broker = QueueBroker(BrokenStore(), clock)
+        for _ in range(3):
+            self.successResultOf(ensureDeferred(broker.maintain()))
+        errors = [e for e in events if e["log_level"] == LogLevel.error]
+        self.assertEqual([e["error"] for e in errors], ["OSError: disk I/O error"])
+        clock.advance(10)
+
+    def test_timerKeepsRunning(self) -> None:
+        """
+        Under a TimerService, maintenance keeps running after failures, and runs
+        fully again once the store works.
+        """
+        clock = Clock()
+        store = BrokenStore(now=clock.seconds)
+        broker = QueueBroker(store, clock, maxGroupBacklog=1)
+        service = TimerService(1.0, broker.maintenance)
+        service.clock = clock
+        service.startService()
+        for _ in range(5):
+            clock.advance(1)
+        self.assertTrue(service.running and service._loop.running)
+        store.broken = False
+        self.successResultOf(store.readGroup("absent", "gone", 0))
+        self.successResultOf(store.append(messages("a", "b", "c")))
+        clock.advance(1)
+        self.assertEqual(broker.droppedForBacklog, 2)
+        self.successResultOf(service.stopService())
+        clock.advance(10)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class FailingAcksStore(MemoryStore):
+    """
+    A store that cannot record acknowledgements while C{full} (a full disk).
+    """
+
+    full = False
+
+    def ack(self, group, offsets):
+        if self.full:
+            return fail(OSError("database or disk is full"))
+        return super().ack(group, offsets)
+
+
+class UnstoredAckTests(SynchronousTestCase):
+    """
+    An acknowledgement the store failed to record is not forgotten: its entries
+    would otherwise stay pending, holding the queue full, until the ack wait.
+    """
+
+    def test_retriedAtMaintenance(self) -> None:
+        clock = Clock()
+        store = FailingAcksStore(now=clock.seconds)
+        broker = QueueBroker(store, clock, maxQueued=3, maxInFlight=10)
+        pusher = FakePusher()
+        broker.addPusher(pusher)
+        consumer = FakeConsumer("c1", explicitAck=True)
+        broker.addConsumer(consumer)
+        self.successResultOf(broker.push(messages("a", "b", "c")))
+        clock.advance(0)
+        self.assertEqual((consumer.offsets, pusher.calls), ([1, 2, 3], ["pause"]))
+        store.full = True
+        self.assertEqual(self.successResultOf(broker.ack(consumer, 3)), 0)
+        self.assertEqual(len(self.successResultOf(store.pending("g"))), 3)
+        self.successResultOf(ensureDeferred(broker.maintain()))
+        self.assertEqual(len(self.successResultOf(store.pending("g"))), 3)
+        store.full = False
+        self.successResultOf(ensureDeferred(broker.maintain()))
+        clock.advance(0)
+        self.assertEqual((self.successResultOf(store.pending("g")), store.retained), ([], 0))
+        self.assertEqual(pusher.calls, ["pause", "resume"])
+        clock.advance(10)
+        self.assertEqual(clock.getDelayedCalls(), [])

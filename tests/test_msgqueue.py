@@ -10,14 +10,18 @@ import json
 
 from twisted.internet import reactor
 from twisted.internet.defer import fail
-from twisted.trial.unittest import TestCase
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from twisted.logger import LogLevel, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from wsqueue.auth import basicHeader, makeAuthenticator
-from wsqueue.broker import QueueBroker
+from wsqueue.broker import FULL_MESSAGE, QueueBroker
+from wsqueue.certs import makeDevelopmentCertificates
 from wsqueue.link import HandshakeFailed
-from wsqueue.msgqueue import makeMsgQueueFactory
+from wsqueue.msgqueue import PusherFlow, makeMsgQueueFactory
 from wsqueue.server import Limits
 from wsqueue.store.memory import MemoryStore
+from wsqueue.tap import msgqueue as msgqueueTap
 
 from .helpers import Clients, listenTLS, nextFrame, nextJSON, noFrameWithin, rawRequest, upgradeRequest, waitFor
 
@@ -37,6 +41,7 @@ class MsgQueueTests(TestCase):
 
     def setUp(self) -> None:
         self.broker = QueueBroker(MemoryStore(), reactor, maxQueued=50, maxInFlight=3)
+        self.addCleanup(self.broker.stop)
         self.factory = makeMsgQueueFactory(self.broker, makeAuthenticator(None, reactor), Limits(maxMessageSize=2048), reactor)
         self.port = listenTLS(self, self.factory)
         self.clients = Clients(self)
@@ -291,6 +296,125 @@ class MsgQueueTests(TestCase):
         self.assertEqual(self.broker.store.retained, 0)
 
 
+class BoundedPauseTests(TestCase):
+    """
+    A full queue pauses pushers for a bounded time only, then answers their
+    messages with an Error, so that publishing clients hear why.
+    """
+
+    timeout = 20
+
+    async def test_fullQueueRefusesAfterThePause(self) -> None:
+        """
+        At --max-queued the pusher is paused; after pauseLimit its messages are read
+        and refused as full, by Id; once a consumer makes room they are acknowledged.
+        """
+        broker = QueueBroker(MemoryStore(), reactor, maxQueued=5, maxInFlight=3, pauseLimit=0.3)
+        self.addCleanup(broker.stop)
+        factory = makeMsgQueueFactory(broker, makeAuthenticator(None, reactor), Limits(), reactor)
+        port = listenTLS(self, factory)
+        clients = Clients(self)
+        pusher = await clients.connect(port, "/pushmsg")
+        pusher.sendMessage(json.dumps([{"Topic": "t", "Content": str(i), "Id": i} for i in range(5)]).encode())
+        self.assertEqual(await nextJSON(pusher), {"Ack": 4})
+        pusher.sendMessage(message("t", "late", "late"))
+        self.assertEqual(await nextJSON(pusher), {"Error": FULL_MESSAGE, "Id": "late"})
+        self.assertEqual(broker.store.retained, 5)
+        popper = await clients.connect(port, "/popmsg")
+        self.assertEqual([(await nextJSON(popper))["Content"] for _ in range(5)], ["0", "1", "2", "3", "4"])
+        pusher.sendMessage(message("t", "again", "again"))
+        self.assertEqual(await nextJSON(pusher), {"Ack": "again"})
+        self.assertEqual((await nextJSON(popper))["Content"], "again")
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def pauseProducing(self) -> None:
+        self.calls.append("transport pause")
+
+    def resumeProducing(self) -> None:
+        self.calls.append("transport resume")
+
+
+class PusherFlowTests(SynchronousTestCase):
+    """
+    The broker pauses a pusher through its connection's pauseReading (which also
+    suspends the ping timeout) when it has one, else through its transport.
+    """
+
+    def test_pauseReading(self) -> None:
+        class Connection:
+            transport = FakeTransport()
+            calls: list[str] = []
+
+            def pauseReading(self) -> None:
+                self.calls.append("pauseReading")
+
+            def resumeReading(self) -> None:
+                self.calls.append("resumeReading")
+
+        connection = Connection()
+        flow = PusherFlow(connection)
+        flow.pauseProducing()
+        flow.resumeProducing()
+        self.assertEqual((connection.calls, connection.transport.calls), (["pauseReading", "resumeReading"], []))
+
+    def test_transport(self) -> None:
+        class Connection:
+            transport = FakeTransport()
+
+        connection = Connection()
+        flow = PusherFlow(connection)
+        flow.pauseProducing()
+        flow.resumeProducing()
+        self.assertEqual(connection.transport.calls, ["transport pause", "transport resume"])
+
+
+class TapTests(SynchronousTestCase):
+    """
+    msgqueue's options reach its broker: the absent groups' bound and the pause limit.
+    """
+
+    def build(self, *argv: str):
+        folder = self.mktemp()
+        makeDevelopmentCertificates(folder)
+        options = msgqueueTap.Options()
+        options.parseOptions(["--cert-dir", folder, "--store", "memory", *argv])
+        return msgqueueTap.makeService(options, reactor=MemoryReactorClock())
+
+    def test_defaults(self) -> None:
+        """
+        --max-group-backlog is half of --max-queued unless given; a pause lasts half
+        of --ping-interval.
+        """
+        broker = self.build("--max-queued", "1000", "--ping-interval", "6").broker
+        self.assertEqual((broker.maxGroupBacklog, broker.pauseLimit), (500, 3.0))
+        broker = self.build("--max-group-backlog", "7").broker
+        self.assertEqual((broker.maxGroupBacklog, broker.pauseLimit), (7, 10.0))
+        self.assertIn("[default: half of --max-queued]", " ".join(msgqueueTap.Options().getUsage().split()))
+
+    def test_maintenanceSurvivesStoreFailures(self) -> None:
+        """
+        The maintenance timer keeps running after the store failed in it.
+        """
+        service = self.build()
+        reactor = service.broker.clock
+        calls = []
+
+        def failing(ackWait):
+            calls.append(ackWait)
+            raise OSError("disk I/O error")
+
+        service.broker.store.releaseExpired = failing
+        service.startService()
+        for _ in range(3):
+            reactor.advance(1)
+        self.assertGreaterEqual(len(calls), 3)
+        service.broker.stop()
+
+
 class FailingStore(MemoryStore):
     """
     A store whose appends fail, as a full disk or a locked file would make them.
@@ -309,6 +433,7 @@ class FailingStoreTests(TestCase):
         Error with that Id, and nothing is acknowledged.
         """
         broker = QueueBroker(FailingStore(), reactor)
+        self.addCleanup(broker.stop)
         factory = makeMsgQueueFactory(broker, makeAuthenticator(None, reactor), Limits(), reactor)
         port = listenTLS(self, factory)
         pusher = await Clients(self).connect(port, "/pushmsg?producer=p")
@@ -316,3 +441,23 @@ class FailingStoreTests(TestCase):
         replies = [await nextJSON(pusher), await nextJSON(pusher)]
         self.assertEqual(replies, [{"Error": "msgqueue could not store the message", "Id": i} for i in (1, 2)])
         await noFrameWithin(pusher, 0.1)
+
+    async def test_failuresSummarised(self) -> None:
+        """
+        A store that fails every append (a full disk) is one log line for all
+        pushers and frames, not one per frame.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        broker = QueueBroker(FailingStore(), reactor)
+        self.addCleanup(broker.stop)
+        factory = makeMsgQueueFactory(broker, makeAuthenticator(None, reactor), Limits(), reactor)
+        port = listenTLS(self, factory)
+        clients = Clients(self)
+        pushers = [await clients.connect(port, "/pushmsg") for _ in range(2)]
+        for number in range(20):
+            pushers[number % 2].sendMessage(message("t", "x", number))
+        replies = [await nextJSON(pushers[number % 2]) for number in range(20)]
+        self.assertEqual(len([reply for reply in replies if "Error" in reply]), 20)
+        errors = [e for e in events if e["log_level"] == LogLevel.error and "storing" in e["log_format"]]
+        self.assertEqual(len(errors), 1)
+        self.assertEqual(errors[0]["error"], "OSError: disk full")

@@ -15,14 +15,22 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from wsqueue.store.base import Entry, IMessageStore
+from wsqueue.logsummary import RepeatSummary
+from wsqueue.store.base import ISOLATE_AFTER, Entry, IMessageStore
 
 READ_BATCH = 500
 """The most entries handed to one consumer per store read."""
 
+RETRY_FIRST = 0.1
+RETRY_MAX = 2.0
+"""A delivery pass that failed (a store error) is tried again after RETRY_FIRST
+seconds, doubling up to RETRY_MAX, until one succeeds."""
+
+FULL_MESSAGE = "msgqueue is full; message not stored"
 
 
 class Consumer(Protocol):
@@ -50,12 +58,29 @@ class Pausable(Protocol):
 
 
 class _ConsumerState:
-    __slots__ = ("consumer", "inFlight")
+    __slots__ = ("consumer", "inFlight", "isolated")
 
     def __init__(self, consumer: Consumer) -> None:
         self.consumer = consumer
         # Offsets delivered and not yet acknowledged, in delivery order.
         self.inFlight: list[int] = []
+        # A redelivered entry it was handed alone (see ISOLATE_AFTER): it gets nothing
+        # more until it acknowledges that one, so that only it is blamed if it fails.
+        self.isolated: int | None = None
+
+
+def isolatedRead(entries: list[Entry]) -> bool:
+    """
+    Whether a store read handed out one given-back entry alone (see L{ISOLATE_AFTER}).
+    """
+    return len(entries) == 1 and entries[0].deliveries > ISOLATE_AFTER
+
+
+def describe(failure: Failure) -> str:
+    """
+    A failure on one line: its type and message (no traceback: these repeat).
+    """
+    return f"{failure.type.__name__}: {failure.getErrorMessage()}"
 
 
 @dataclass(frozen=True)
@@ -76,13 +101,26 @@ class QueueBroker:
     Puts pushed messages into an L{IMessageStore} and hands them to consumer groups.
 
     @ivar maxQueued: when the store holds this many entries, every pusher is paused
-        (TCP flow control) until consumers have made 10 % room; past L{hardLimit}
-        (what was already read when the pause began) pushes are refused with an error.
+        (TCP flow control) until consumers have made 10 % room, for at most
+        C{pauseLimit} seconds: after that pushers are read again and their messages
+        refused with an Error until there is room.  Past L{hardLimit} (what was
+        already read when the pause began) pushes are refused too.
+    @ivar pauseLimit: the longest a pusher stays paused.  A paused connection cannot
+        answer the pusher's pings, so this must stay below the ping interval, or the
+        pusher drops the link and its clients never hear why (msgqueue's tap passes
+        half of C{--ping-interval}).
+    @ivar maxGroupBacklog: the most unacknowledged entries a group without a
+        connected consumer keeps; past it its oldest are dropped, logged and counted
+        in C{droppedForBacklog}, checked each maintenance run and as soon as the
+        queue is full (L{None}: no bound).
     @ivar maxInFlight: how many unacknowledged entries one explicit-ack consumer may
         hold; at-most-once consumers are paced by their connection's write buffer.
     @ivar ackWait: seconds an explicit-ack consumer has to acknowledge an entry
         before it goes back to its group.
-    @ivar maxDeliver: deliveries of one entry before it moves to the dead letters.
+    @ivar maxDeliver: deliveries alone (see L{ISOLATE_AFTER}) of one entry before it
+        moves to the dead letters.
+    @ivar storeErrors: summarises repeated store failures (delivery, maintenance,
+        pushes) in the log: the first at once, then a count every 10 s.
     @ivar stopping: set when msgqueue shuts down: pushes are refused from then on.
     """
 
@@ -97,6 +135,8 @@ class QueueBroker:
         ackWait: float = 30.0,
         maxDeliver: int | None = 5,
         retention: Retention = Retention(),
+        pauseLimit: float = 10.0,
+        maxGroupBacklog: int | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -106,14 +146,40 @@ class QueueBroker:
         self.ackWait = ackWait
         self.maxDeliver = maxDeliver
         self.retention = retention
+        self.pauseLimit = pauseLimit
+        self.maxGroupBacklog = maxGroupBacklog
         self.stopping = False
+        self.droppedForBacklog = 0
+        self.storeErrors = RepeatSummary(self.log, clock)
         self._consumers: dict[str, list[_ConsumerState]] = {}
         self._byConsumer: dict[Consumer, _ConsumerState] = {}
         self._pushers: set[Pausable] = set()
         self._paused = False
-        self._dispatchCall = None
+        self._refusing = False
+        self._pauseTimer: IDelayedCall | None = None
+        self._trimming = False
+        self._dispatchCall: IDelayedCall | None = None
         self._dispatching = False
         self._dispatchAgain = False
+        self._retryDelay: float | None = None
+        self._dispatchFailures = 0
+        # Groups where a consumer holding entries read nothing: an entry may be
+        # waiting for a consumer that holds nothing (see ISOLATE_AFTER).
+        self._awaitingFree: set[str] = set()
+        # Acknowledgements the store failed to record, by group: tried again at the
+        # next maintenance run (else their entries would wait for the ack wait).
+        self._unstoredAcks: dict[str, list[int]] = {}
+
+    def stop(self) -> None:
+        """
+        msgqueue is shutting down: refuse pushes from now on, and leave no timer behind.
+        """
+        self.stopping = True
+        for call in (self._pauseTimer, self._dispatchCall):
+            if call is not None and call.active():
+                call.cancel()
+        self._pauseTimer = self._dispatchCall = None
+        self.storeErrors.flush()
 
     # -- pushing ---------------------------------------------------------------
 
@@ -132,14 +198,23 @@ class QueueBroker:
     def full(self) -> bool:
         return self.store.retained >= self.maxQueued
 
+    @property
+    def resumeAt(self) -> int:
+        """
+        Pushers are resumed (and pushes taken again) once the store holds this many
+        entries or fewer: 10 % below the bound, so that a queue kept at its bound does
+        not pause and resume (and log) once per message.
+        """
+        return self.maxQueued - max(1, self.maxQueued // 10)
+
     def refusal(self) -> str | None:
         """
         Why a push must be refused now, or L{None} if it can be taken.
         """
         if self.stopping:
             return "msgqueue is shutting down; message not stored"
-        if self.store.retained >= self.hardLimit:
-            return "msgqueue is full; message not stored"
+        if self._refusing or self.store.retained >= self.hardLimit:
+            return FULL_MESSAGE
         return None
 
     def push(
@@ -160,10 +235,12 @@ class QueueBroker:
         # store runs operations in order, so the read sees the new entries (in the
         # same transaction when they are taken together) and, like the append, is
         # answered only after the commit.  That saves a round trip to the store.
-        if self._dispatchCall is not None:
-            self._dispatchCall.cancel()
-            self._dispatchCall = None
-        self._startDispatch()
+        # (Not while a failed delivery waits for its retry: that keeps its backoff.)
+        if self._retryDelay is None:
+            if self._dispatchCall is not None:
+                self._dispatchCall.cancel()
+                self._dispatchCall = None
+            self._startDispatch()
         return d
 
     def _appended(self, offsets: list[int]) -> list[int]:
@@ -171,22 +248,46 @@ class QueueBroker:
         return offsets
 
     def _updatePause(self) -> None:
-        if not self._paused and self.full:
+        retained = self.store.retained
+        if not (self._paused or self._refusing) and retained >= self.maxQueued:
             self._paused = True
             self.log.warn(
-                "queue full ({retained} messages): pausing {pushers} pusher(s)",
-                retained=self.store.retained,
-                pushers=len(self._pushers),
+                "queue full ({retained} messages): pausing {pushers} pusher(s) for at most {limit} s",
+                retained=retained, pushers=len(self._pushers), limit=self.pauseLimit,
             )
             for pusher in list(self._pushers):
                 pusher.pauseProducing()
-        elif self._paused and self.store.retained <= self.maxQueued - max(1, self.maxQueued // 10):
-            # Resume only once 10 % is free again, so that a queue kept at its bound
-            # does not pause and resume (and log) once per message.
-            self._paused = False
-            self.log.info("queue has room again: resuming pushers")
-            for pusher in list(self._pushers):
-                pusher.resumeProducing()
+            self._pauseTimer = self.clock.callLater(self.pauseLimit, self._pauseExpired)
+            # An absent group may be what fills the queue: do not wait for maintenance.
+            self._trimBacklogs()
+        elif (self._paused or self._refusing) and retained <= self.resumeAt:
+            wasPaused = self._paused
+            self._paused = self._refusing = False
+            if self._pauseTimer is not None and self._pauseTimer.active():
+                self._pauseTimer.cancel()
+            self._pauseTimer = None
+            self.log.info("queue has room again ({retained} messages): taking pushes", retained=retained)
+            if wasPaused:
+                for pusher in list(self._pushers):
+                    pusher.resumeProducing()
+
+    def _pauseExpired(self) -> None:
+        """
+        The queue stayed full for C{pauseLimit} seconds: read from pushers again (so
+        that their links stay alive) and refuse what they send until there is room.
+        """
+        self._pauseTimer = None
+        if not self._paused:
+            return
+        self._paused = False
+        self._refusing = True
+        self.log.warn(
+            "queue still full after {limit} s ({retained} messages): refusing pushes with an Error until it "
+            "holds {resumeAt} or fewer",
+            limit=self.pauseLimit, retained=self.store.retained, resumeAt=self.resumeAt,
+        )
+        for pusher in list(self._pushers):
+            pusher.resumeProducing()
 
     # -- consuming -------------------------------------------------------------
 
@@ -232,18 +333,34 @@ class QueueBroker:
             index = state.inFlight.index(upTo)
         except ValueError:
             return None
-        wasFull = len(state.inFlight) >= self.maxInFlight
+        # Only a full window (or an entry held alone) kept entries from this consumer.
+        heldBack = len(state.inFlight) >= self.maxInFlight or state.isolated is not None
         done = state.inFlight[: index + 1]
         del state.inFlight[: index + 1]
+        if state.isolated in done:
+            state.isolated = None
+        # A consumer that now holds nothing may take an entry that must go alone.
+        freed = not state.inFlight and consumer.group in self._awaitingFree
         d = self.store.ack(consumer.group, done)
-        d.addCallback(self._acked, wasFull)
+        d.addCallbacks(self._acked, self._ackFailed, callbackArgs=(heldBack or freed,),
+                       errbackArgs=(consumer.group, done))
         return d
 
-    def _acked(self, count: int, wasFull: bool) -> int:
+    def _ackFailed(self, failure: Failure, group: str, offsets: list[int]) -> int:
+        """
+        The store could not record an acknowledgement (a full disk): keep it for the
+        next maintenance run, so that its entries do not hold the queue full until
+        the ack wait gives them back.
+        """
+        self.storeErrors.emit("recording acknowledgements failed (tried again at the next maintenance run): "
+                              "{error}", error=describe(failure))
+        self._unstoredAcks.setdefault(group, []).extend(offsets)
+        return 0
+
+    def _acked(self, count: int, dispatch: bool) -> int:
         self._updatePause()
-        if wasFull:
-            # Only a full window held entries back from this consumer; otherwise the
-            # last dispatch already handed out everything there was.
+        if dispatch:
+            # Otherwise the last dispatch already handed out everything there was.
             self._scheduleDispatch()
         return count
 
@@ -257,6 +374,8 @@ class QueueBroker:
         if not state.consumer.writable:
             return 0
         if state.consumer.explicitAck:
+            if state.isolated is not None:
+                return 0
             return min(READ_BATCH, self.maxInFlight - len(state.inFlight))
         return READ_BATCH
 
@@ -273,14 +392,36 @@ class QueueBroker:
             return
         self._dispatching = True
         d = ensureDeferred(self._dispatch())
-        d.addErrback(lambda f: self.log.failure("delivering queued messages failed", f))
-        d.addBoth(self._dispatchDone)
+        d.addCallbacks(self._dispatchSucceeded, self._dispatchFailed)
 
-    def _dispatchDone(self, _: object) -> None:
+    def _dispatchSucceeded(self, _: object) -> None:
         self._dispatching = False
+        if self._retryDelay is not None:
+            self.log.info("delivering queued messages works again after {failures} failed attempt(s)",
+                          failures=self._dispatchFailures)
+            self._retryDelay = None
+            self._dispatchFailures = 0
         if self._dispatchAgain:
             self._dispatchAgain = False
             self._scheduleDispatch()
+
+    def _dispatchFailed(self, failure: Failure) -> None:
+        """
+        A delivery pass failed (the store could not read or write): log it once per
+        interval and try again by itself, backing off, so that stored messages reach
+        their consumers once the store works again without waiting for a new push.
+        """
+        self._dispatching = False
+        self._dispatchAgain = False
+        self._dispatchFailures += 1
+        self._retryDelay = RETRY_FIRST if self._retryDelay is None else min(self._retryDelay * 2, RETRY_MAX)
+        self.storeErrors.emit(
+            "delivering queued messages failed (retrying every {most} s at most): {error}",
+            most=RETRY_MAX, error=describe(failure),
+        )
+        if self._dispatchCall is not None and self._dispatchCall.active():
+            self._dispatchCall.cancel()
+        self._dispatchCall = None if self.stopping else self.clock.callLater(self._retryDelay, self._startDispatch)
 
     async def _dispatch(self) -> None:
         for group in list(self._consumers):
@@ -292,10 +433,19 @@ class QueueBroker:
                     room = self._room(state)
                     if room <= 0 or state.consumer not in self._byConsumer:
                         continue
+                    holding = bool(state.inFlight)
+                    if not holding:
+                        self._awaitingFree.discard(group)
                     entries = await self.store.readGroup(group, state.consumer.name, room, self.maxDeliver)
                     if not entries:
+                        if holding:
+                            # Nothing for this one; an entry may be waiting to go alone
+                            # to a consumer that holds nothing: try the others.
+                            self._awaitingFree.add(group)
+                            continue
                         break
-                    exhausted = len(entries) < room
+                    alone = isolatedRead(entries)
+                    exhausted = len(entries) < room and not alone
                     if state.consumer not in self._byConsumer:
                         # It left while the store read: give the entries back.
                         await self.store.release(group, state.consumer.name)
@@ -303,6 +453,8 @@ class QueueBroker:
                         continue
                     if state.consumer.explicitAck:
                         state.inFlight.extend(entry.offset for entry in entries)
+                        if alone:
+                            state.isolated = entries[0].offset
                     else:
                         await self.store.ack(group, [entry.offset for entry in entries])
                     state.consumer.deliver(entries, self.store.epoch)
@@ -318,14 +470,63 @@ class QueueBroker:
                     progress = True
         self._updatePause()
 
+    # -- absent groups ---------------------------------------------------------
+
+    def _trimBacklogs(self) -> None:
+        """
+        Drop the oldest entries of absent groups past C{maxGroupBacklog} now (the
+        queue has just become full).
+        """
+        if self.maxGroupBacklog is None or self._trimming:
+            return
+        self._trimming = True
+        d = self.store.trimGroupBacklog(self.maxGroupBacklog, set(self._consumers))
+        d.addCallback(self._trimmed)
+        d.addErrback(lambda failure: self.storeErrors.emit(
+            "dropping the backlog of absent groups failed: {error}", error=describe(failure)))
+        d.addBoth(lambda _: setattr(self, "_trimming", False))
+
+    def _trimmed(self, lost: dict[str, int]) -> None:
+        for group, count in sorted(lost.items()):
+            self.droppedForBacklog += count
+            self.log.warn(
+                "group {group} has no consumer connected and more than {limit} unacknowledged message(s): "
+                "dropped its {count} oldest",
+                group=group, limit=self.maxGroupBacklog, count=count,
+            )
+        if lost:
+            self._updatePause()
+
     # -- maintenance -----------------------------------------------------------
+
+    def maintenance(self) -> Deferred[None]:
+        """
+        L{maintain} as a Deferred that never fails, for a L{TimerService}: its
+        LoopingCall would stop for good at the first failure.
+        """
+        d = ensureDeferred(self.maintain())
+        d.addErrback(lambda failure: self.storeErrors.emit("maintenance failed: {error}", error=describe(failure)))
+        return d
 
     async def maintain(self) -> None:
         """
         Run once a second or so: give back deliveries not acknowledged within the ack
-        wait, apply the retention limits, and remove expired groups.
+        wait, apply the retention limits and the absent groups' bound, and remove
+        expired groups.  A store failure is logged (summarised) and the next run
+        tries again; nothing escapes.
         """
-        changed = False
+        try:
+            changed = await self._maintain()
+        except Exception:  # noqa: BLE001 -- a store failure must not stop maintenance for good
+            self.storeErrors.emit("maintenance failed (tried again at the next run): {error}",
+                                  error=describe(Failure()))
+            return
+        if changed:
+            self._updatePause()
+            self._scheduleDispatch()
+
+    async def _maintain(self) -> bool:
+        changed = await self._retryAcks()
         expired = await self.store.releaseExpired(self.ackWait)
         if expired:
             changed = True
@@ -339,14 +540,32 @@ class QueueBroker:
             for group, count in sorted(lost.items()):
                 self.log.warn("retention limits dropped {count} unacknowledged message(s) of group {group}",
                               count=count, group=group)
+        if self.maxGroupBacklog is not None:
+            lost = await self.store.trimGroupBacklog(self.maxGroupBacklog, set(self._consumers))
+            changed = changed or bool(lost)
+            self._trimmed(lost)
         if retention.groupExpiry is not None:
             for group in await self.store.expireGroups(retention.groupExpiry, set(self._consumers)):
                 changed = True
                 self.log.warn("group {group} removed: idle for more than {expiry} s", group=group,
                               expiry=retention.groupExpiry)
-        if changed:
-            self._updatePause()
-            self._scheduleDispatch()
+        return changed
+
+    async def _retryAcks(self) -> bool:
+        """
+        Record the acknowledgements the store failed to record earlier; say whether
+        any was.  An entry given back meanwhile is not acknowledged by this (the
+        store ignores it) and is delivered again: at least once.
+        """
+        recorded = False
+        for group in list(self._unstoredAcks):
+            offsets = self._unstoredAcks.pop(group)
+            try:
+                recorded = bool(await self.store.ack(group, offsets)) or recorded
+            except Exception:
+                self._unstoredAcks.setdefault(group, []).extend(offsets)
+                raise
+        return recorded
 
     def _forgetInFlight(self, expired: list[tuple[str, int]]) -> None:
         byGroup: dict[str, set[int]] = {}
@@ -355,3 +574,5 @@ class QueueBroker:
         for group, offsets in byGroup.items():
             for state in self._consumers.get(group, ()):
                 state.inFlight = [offset for offset in state.inFlight if offset not in offsets]
+                if state.isolated in offsets:
+                    state.isolated = None

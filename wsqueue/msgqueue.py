@@ -30,7 +30,7 @@ from zope.interface import implementer
 
 from wsqueue import wire
 from wsqueue.auth import BasicAuthenticator
-from wsqueue.broker import QueueBroker
+from wsqueue.broker import QueueBroker, describe
 from wsqueue.server import EndpointHandler, Limits, StageServerFactory, StageServerProtocol
 from wsqueue.store.base import Entry
 
@@ -45,9 +45,35 @@ def _param(request: ConnectionRequest, name: str, default: str) -> str:
     return values[0] if values else default
 
 
+class PusherFlow:
+    """
+    How the broker pauses and resumes one pusher: by the connection's own
+    C{pauseReading}/C{resumeReading} when it has them (they also suspend the ping
+    timeout, which a peer we stopped reading cannot satisfy), else by its transport.
+    """
+
+    def __init__(self, connection: StageServerProtocol) -> None:
+        self.connection = connection
+
+    def pauseProducing(self) -> None:
+        pause = getattr(self.connection, "pauseReading", None)
+        if pause is not None:
+            pause()
+        else:
+            self.connection.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        resume = getattr(self.connection, "resumeReading", None)
+        if resume is not None:
+            resume()
+        else:
+            self.connection.transport.resumeProducing()
+
+
 class PushHandler(EndpointHandler):
     """
-    A connection on C{/pushmsg}: appends what it sends, paused while the queue is full.
+    A connection on C{/pushmsg}: appends what it sends, paused while the queue is
+    full (for a bounded time: then its messages are refused with an Error).
     """
 
     def __init__(self, connection: StageServerProtocol, request: ConnectionRequest, broker: QueueBroker) -> None:
@@ -56,12 +82,13 @@ class PushHandler(EndpointHandler):
         self.producer = request.params.get("producer", [None])[0]
         if self.producer is not None and wire.checkTopic(self.producer) is not None:
             raise ConnectionDeny(400, "producer must be 1 to 256 characters without spaces")
+        self.flow = PusherFlow(connection)
 
     def opened(self) -> None:
-        self.broker.addPusher(self.connection.transport)
+        self.broker.addPusher(self.flow)
 
     def closed(self) -> None:
-        self.broker.removePusher(self.connection.transport)
+        self.broker.removePusher(self.flow)
 
     def received(self, payload: bytes, isBinary: bool) -> None:
         parsed = wire.parsePush(payload, isBinary)
@@ -108,8 +135,8 @@ class PushHandler(EndpointHandler):
             self.connection.send(wire.ack(ids[-1]))
 
     def _failed(self, failure, ids: list[wire.JSONId]) -> None:
-        self.log.error("storing {count} pushed message(s) failed: {error}", count=len(ids) or 1,
-                       error=failure.getErrorMessage())
+        # One line per 10 s for every pusher together: a full disk fails every frame.
+        self.broker.storeErrors.emit("storing pushed messages failed: {error}", error=describe(failure))
         self._refuse(ids, "msgqueue could not store the message")
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
-from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -30,11 +29,17 @@ class Options(ServerOptions):
     longdesc = "msgqueue: a FIFO queue with consumer groups; publishers push on /pushmsg, subscribers pop on /popmsg."
     defaultPort = 8080
     optParameters = [
-        ["max-queued", None, 100_000, "Messages held before pushers are paused (flow control; nothing is dropped).", _positiveInt],
+        ["max-queued", None, 100_000, ("Messages held before pushers are paused (flow control), for at most half "
+                                       "of --ping-interval; after that their messages are refused with an Error "
+                                       "until 10 % is free."), _positiveInt],
+        ["max-group-backlog", None, None, ("Most unacknowledged messages kept for a group with no consumer "
+                                           "connected; past it the group loses its oldest (logged) "
+                                           "[default: half of --max-queued]."), _positiveInt],
         ["max-in-flight", None, 1000, "Unacknowledged messages per ack=explicit consumer.", _positiveInt],
         ["store", None, DEFAULT_STORE, "Where the queue is kept: sqlite:PATH (durable) or memory."],
         ["ack-wait", None, 30.0, "Seconds an ack=explicit consumer has to acknowledge before redelivery (or 30s, 5m...).", _duration],
-        ["max-deliver", None, 5, "Deliveries of one message before it moves to the dead letters.", _positiveInt],
+        ["max-deliver", None, 5, ("Deliveries of one message alone before it moves to the dead letters (a window "
+                                  "that comes back twice is redelivered one message at a time)."), _positiveInt],
         ["retention-max-messages", None, None, "Most messages kept for groups that lag behind [default: no limit].", _positiveInt],
         ["retention-max-bytes", None, None, "Most bytes of topics and contents kept [default: no limit].", _positiveInt],
         ["retention-max-age", None, None, "Oldest message kept, e.g. 3600, 12h, 7d [default: no limit].", _duration],
@@ -43,6 +48,8 @@ class Options(ServerOptions):
 
     def postOptions(self) -> None:
         super().postOptions()
+        if self["max-group-backlog"] is None:
+            self["max-group-backlog"] = max(1, self["max-queued"] // 2)
         try:
             parseStoreSpec(self["store"])
             if self["group-expiry"] != "never" and not isinstance(self["group-expiry"], float):
@@ -76,14 +83,17 @@ def buildMsgQueue(options: Options, reactor, port: int | None = None) -> MultiSe
     broker = QueueBroker(
         store, reactor, maxQueued=options["max-queued"], maxInFlight=options["max-in-flight"],
         ackWait=options["ack-wait"], maxDeliver=options["max-deliver"], retention=options.retention(),
+        # A paused pusher cannot answer pings: resume it well before they time out.
+        pauseLimit=options["ping-interval"] / 2, maxGroupBacklog=options["max-group-backlog"],
     )
     factory = makeMsgQueueFactory(broker, authenticator, options.limits(), reactor)
-    listeningService(factory, endpoint).setServiceParent(service)
-    maintenance = TimerService(MAINTENANCE_INTERVAL, lambda: ensureDeferred(broker.maintain()))
+    listeningService(factory, endpoint, "msgqueue").setServiceParent(service)
+    # broker.maintenance never fails: TimerService's loop would stop for good if it did.
+    maintenance = TimerService(MAINTENANCE_INTERVAL, broker.maintenance)
     maintenance.clock = reactor
     maintenance.setServiceParent(service)
     # Stopped first: from then on pushes are refused rather than stored half-way.
-    CallOnStop(lambda: setattr(broker, "stopping", True)).setServiceParent(service)
+    CallOnStop(broker.stop).setServiceParent(service)
     service.broker = broker
     service.factory = factory
     return service
