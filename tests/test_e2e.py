@@ -27,7 +27,8 @@ from websockets.exceptions import InvalidStatus
 
 from tests.daemons import TWISTD, Daemon, freePort, runProcess, startDaemon, startDaemonPipeline
 from tests.helpers import Clients, caPath, certDir, nextJSON, noFrameWithin, waitFor, withTimeout
-from wsqueue.auth import basicHeader
+from wsqueue.auth import basicHeader, hashPassword, writeCredentialsFile
+from wsqueue.certs import makeDevelopmentCertificates
 from wsqueue.client import ClientProtocol
 
 
@@ -252,24 +253,37 @@ class PublishSubscribeTests(TestCase):
 
     async def test_allInOne(self) -> None:
         """
-        C{twistd wsqueue} runs all three stages in one process: publish, receive; on
-        SIGTERM it closes its clients with 1001 and shuts down cleanly.
+        C{twistd wsqueue --credentials FILE} (as the README shows, with a file that
+        does not hold the demo account) runs all three stages in one process: its
+        stages link to their own msgqueue at once (#8, item 11: they used to loop on
+        401 with the demo account), it says once per stage what listens where, and
+        it warns about nothing; publish, receive; on SIGTERM it closes its clients
+        with 1001 and shuts down cleanly.
         """
         ports = [freePort() for _ in range(3)]
         msgqueuePort, publisherPort, subscriberPort = ports
+        credentials = os.path.abspath(self.mktemp())
+        writeCredentialsFile(credentials, {"alice": hashPassword("secret")})
         daemon = Daemon(
             self, "wsqueue",
             ["--msgqueue-port", str(msgqueuePort), "--publisher-port", str(publisherPort),
-             "--subscriber-port", str(subscriberPort)],
+             "--subscriber-port", str(subscriberPort), "--credentials", credentials],
             port=subscriberPort, ports=ports, withPort=False,
         )
         await daemon.start()
         links = await daemon.waitForLinks(count=2)
         self.assertTrue(all(f"localhost:{msgqueuePort}/" in line for line in links), links)
+        startup = daemon.logText()
+        self.assertNotIn("401", startup)
+        self.assertNotIn("#warn]", startup)
+        for stage, port, paths in (("msgqueue", msgqueuePort, "/popmsg, /pushmsg"),
+                                   ("publisher", publisherPort, "/publish"),
+                                   ("subscriber", subscriberPort, "/subscribe")):
+            self.assertEqual(startup.count(f"{stage} listening on wss://127.0.0.1:{port} ({paths})"), 1, startup)
         clients = Clients(self)
-        subscriber = await clients.connect(subscriberPort, "/subscribe")
+        subscriber = await clients.connect(subscriberPort, "/subscribe", "alice", "secret")
         await subscribe(subscriber, "news", "s")
-        publisher = await clients.connect(publisherPort, "/publish")
+        publisher = await clients.connect(publisherPort, "/publish", "alice", "secret")
         send(publisher, {"Topic": "news", "Content": "all in one", "Id": "p"})
         self.assertEqual(await nextJSON(publisher), {"Ack": "p"})
         assertMessage(self, await nextJSON(subscriber), "news", "all in one")
@@ -279,6 +293,28 @@ class PublishSubscribeTests(TestCase):
         code = await daemon.waitForExit()
         self.assertEqual([code for code, _ in closes], [1001, 1001], closes)
         assertCleanExit(self, daemon, code)
+
+
+    async def test_allInOneWithCertificateForAnotherName(self) -> None:
+        """
+        The all-in-one daemon with a certificate made for its public name only
+        (C{wsqueue-certs DIR --host mq.example.org}): its stages still link to their
+        own msgqueue on loopback, verifying it under that name (they used to refuse
+        every link: the certificate does not name localhost).
+        """
+        folder = os.path.abspath(self.mktemp())
+        makeDevelopmentCertificates(folder, hosts=("mq.example.org",))
+        ports = [freePort() for _ in range(3)]
+        daemon = Daemon(
+            self, "wsqueue",
+            ["--msgqueue-port", str(ports[0]), "--publisher-port", str(ports[1]),
+             "--subscriber-port", str(ports[2]), "--cert-dir", folder, "--store", "memory"],
+            port=ports[2], ports=ports, withPort=False,
+        )
+        await daemon.start()
+        links = await daemon.waitForLinks(count=2)
+        self.assertTrue(all(f"mq.example.org:{ports[0]}/" in line for line in links), links)
+        self.assertNotIn("cannot open the link", daemon.logText())
 
 
 class FaultTests(TestCase):
