@@ -242,6 +242,9 @@ class MsgQueueTests(TestCase):
         explicit = await self.clients.connect(self.port, "/popmsg?group=x&ack=explicit")
         explicit.sendMessage(b'{"Ack": "one"}')
         self.assertEqual(await nextJSON(explicit), {"Error": 'expected {"Ack": offset}'})
+        # Nested past the recursion limit: an ordinary Error too, not "internal error".
+        explicit.sendMessage(b"[" * 2500 + b"]" * 2500)
+        self.assertEqual(await nextJSON(explicit), {"Error": 'expected {"Ack": offset}'})
         plain = await self.clients.connect(self.port, "/popmsg?group=y")
         plain.sendMessage(b'{"Ack": 1}')
         self.assertIn("ack=none", (await nextJSON(plain))["Error"])

@@ -22,7 +22,6 @@ counts as done once written.
 from __future__ import annotations
 
 import itertools
-import json
 
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.interfaces import IPushProducer
@@ -195,10 +194,7 @@ class PopHandler(EndpointHandler):
             )
 
     def received(self, payload: bytes, isBinary: bool) -> None:
-        try:
-            obj = json.loads(payload) if not isBinary else None
-        except (ValueError, UnicodeDecodeError):
-            obj = None
+        obj = wire.decodeJSON(payload) if not isBinary else None
         upTo = obj.get("Ack") if isinstance(obj, dict) else None
         if not isinstance(upTo, int) or isinstance(upTo, bool):
             self.connection.sendError(wire.WireError('expected {"Ack": offset}'))
