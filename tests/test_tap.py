@@ -535,6 +535,16 @@ class MakeServiceTests(SynchronousTestCase):
             self.assertEqual(len(warnings), 1, tapname)
             self.assertEqual((warnings[0]["user"], warnings[0]["password"]), ("hello", "test"))
 
+    def test_allInOneWarnsOnce(self) -> None:
+        """
+        (#8, item 12) The all-in-one daemon's three stages share one authenticator:
+        the demo-account warning is logged once, not three times by two loggers.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        allinone.makeService(self.options(allinone), reactor=self.reactor)
+        warnings = [e for e in events if e["log_level"] == LogLevel.warn and "--credentials" in e["log_format"]]
+        self.assertEqual(len(warnings), 1)
+
     def test_insecureWarning(self) -> None:
         """
         --insecure is logged as a warning; without it, nothing about it is logged.
