@@ -72,6 +72,14 @@ def fillDisk(folder: str, leave: int) -> str:
     return filler
 
 
+def readCommitted(store: str) -> int:
+    """
+    The highest committed offset that msgqueue's side file records for C{store}.
+    """
+    with open(store + COMMITTED_SUFFIX) as f:
+        return int(f.read().split()[1])
+
+
 def cutShort(path: str, fraction: float) -> int:
     """
     Truncate C{path} to C{fraction} of its length (a failing disk, a bad copy);
@@ -232,6 +240,9 @@ class DamagedStoreTests(TestCase):
         store = storeIn(self)
         msgqueue = await startDaemon(self, "wsqueue-msgqueue", "--store", f"sqlite:{store}")
         await self.pushAll(msgqueue.port, 3000)
+        # The side file is written at most every 0.1 s while appends come (and when
+        # the writer is idle that long): it may lag the last tenth of a second.
+        await waitFor(lambda: readCommitted(store) == 3000, 5, what="offset 3000 in the side file")
         msgqueue.kill(signal.SIGKILL)
         await msgqueue.waitForExit()
         walSize = cutShort(store + "-wal", 1 / 3)

@@ -29,6 +29,8 @@ from wsqueue.store import sqlite as sqliteModule
 from wsqueue.store.config import DEFAULT_STORE, StoreService, openStore, parseStoreSpec
 from wsqueue.store.sqlite import COMMITTED_SUFFIX, SQLiteStore, StoreError, _Operation, runBatch
 
+from .helpers import waitFor
+
 SCHEMA_1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE entries (offset INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, content TEXT NOT NULL,
@@ -777,6 +779,25 @@ class SQLiteWriterThreadTests(TestCase):
         self.addCleanup(store.close)
         return store
 
+    async def test_sideFileWrittenWhenIdle(self) -> None:
+        """
+        A committed offset that the side file skipped (written at most once per
+        interval) is written once the writer thread has been idle that long.
+        """
+        from twisted.internet import reactor
+
+        path = os.path.abspath(self.mktemp()) + ".sqlite3"
+        store = SQLiteStore(path, callFromThread=reactor.callFromThread, recordInterval=0.2)
+        self.addCleanup(store.close)
+        await store.append([("t", "a")])
+        await store.append([("t", "b")])
+
+        def recorded() -> str:
+            with open(path + COMMITTED_SUFFIX) as f:
+                return f.read().split()[1]
+
+        await waitFor(lambda: int(recorded()) == 2, 5, what="offset 2 in the side file")
+
     async def test_groupCommit(self) -> None:
         """
         Operations queued while a transaction commits share the next one, and each
@@ -1171,10 +1192,23 @@ class SQLiteCommittedOffsetTests(SynchronousTestCase):
         self.path = os.path.abspath(self.mktemp()) + ".sqlite3"
         self.side = self.path + COMMITTED_SUFFIX
 
-    def open(self, path: str | None = None) -> SQLiteStore:
-        store = SQLiteStore(path or self.path, runInline=True)
+    def open(self, path: str | None = None, recordInterval: float = 0) -> SQLiteStore:
+        # recordInterval 0: written after every appending commit, as a crash copy
+        # taken at any moment would find it.
+        store = SQLiteStore(path or self.path, runInline=True, recordInterval=recordInterval)
         self.addCleanup(store.close)
         return store
+
+    def test_writtenAtMostOncePerInterval(self) -> None:
+        """
+        While appends keep coming, the side file is written at most once per
+        interval (a write per commit added to every message's latency), and on close.
+        """
+        store = self.open(recordInterval=3600)
+        self.successResultOf(store.append([("t", "a")]))
+        self.assertEqual(self.sideFile(), (store.epoch, 0))
+        self.successResultOf(store.close())
+        self.assertEqual(self.sideFile(), (store.epoch, 1))
 
     def sideFile(self, path: str | None = None) -> tuple[str, int]:
         with open((path or self.path) + COMMITTED_SUFFIX) as f:
