@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_options -*-
+# -*- test-case-name: tests.test_tap -*-
 """
 Command-line options shared by the daemons, and what they turn into.
 
