@@ -136,7 +136,7 @@ class DemoChecker:
 
     credentialInterfaces = (IUsernamePassword,)
 
-    def requestAvatarId(self, credentials: UsernamePassword) -> Deferred[bytes]:
+    def requestAvatarId(self, credentials: UsernamePassword) -> Deferred[bytes | tuple[()]]:
         userOk = hmac.compare_digest(credentials.username, DEMO_USER.encode())
         passwordOk = hmac.compare_digest(credentials.password, DEMO_PASSWORD.encode())
         if userOk and passwordOk:
@@ -180,7 +180,7 @@ class CredentialsFileChecker:
         self._verified.clear()
         self.log.info("credentials file {path} reloaded", path=self.path)
 
-    def requestAvatarId(self, credentials: UsernamePassword) -> Deferred[bytes]:
+    def requestAvatarId(self, credentials: UsernamePassword) -> Deferred[bytes | tuple[()]]:
         self._reloadIfChanged()
         username = credentials.username.decode("utf-8", "replace")
         password = credentials.password.decode("utf-8", "replace")
@@ -251,9 +251,8 @@ class BasicAuthenticator:
             userOk = hmac.compare_digest(credentials.username, user)
             if hmac.compare_digest(credentials.password, password) and userOk:
                 return succeed(user.decode("utf-8"))
-        d = maybeDeferred(self.portal.login, credentials, None, IUser)
-        d.addCallback(lambda result: result[1])
-        return d
+        login = maybeDeferred(self.portal.login, credentials, None, IUser)
+        return login.addCallback(lambda result: str(result[1]))
 
 
 def parseBasicHeader(header: str | None) -> UsernamePassword | None:

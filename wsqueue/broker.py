@@ -243,7 +243,7 @@ class QueueBroker:
             self._startDispatch()
         return d
 
-    def _appended(self, offsets: list[int]) -> list[int]:
+    def _appended(self, offsets: list[int | None]) -> list[int | None]:
         self._updatePause()
         return offsets
 

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Any
 
 from twisted.python import usage
 
-from wsqueue.auth import DEMO_PASSWORD, DEMO_USER, CredentialsFileError, makeAuthenticator
+from wsqueue.auth import DEMO_PASSWORD, DEMO_USER, BasicAuthenticator, CredentialsFileError, makeAuthenticator
 from wsqueue.link import QueueLink
 from wsqueue.server import Limits
 from wsqueue.tls import TLSConfigurationError, clientEndpoint, defaultCAPath, defaultCertDir, parseURL
+
+OptionTable = list[list[Any]]
+"""What usage.Options reads from optParameters and optFlags: [long, short, default, doc, coerce]."""
 
 
 class StartupError(Exception):
@@ -73,8 +77,10 @@ class ServerOptions(usage.Options):
     """
 
     defaultPort = 8080
+    authenticator: BasicAuthenticator | None = None
+    """The daemon's authenticator once built (see L{buildAuthenticator})."""
 
-    optParameters = [
+    optParameters: OptionTable = [
         ["interface", None, "127.0.0.1", "The address to listen on."],
         ["cert-dir", None, None, "Folder holding server.crt and server.key [default: $WS_CERT_DIR, else ./certs]."],
         ["credentials", None, None, "Credentials file (see wsqueue-passwd) [default: only the demo account hello/test]."],
@@ -110,13 +116,13 @@ class LinkOptions(usage.Options):
     Options of a stage that connects to msgqueue (publisher, subscriber).
     """
 
-    optParameters = [
+    optParameters: OptionTable = [
         ["queue", None, "wss://localhost:8080", "msgqueue's wss:// URL."],
         ["queue-user", None, None, f"User for msgqueue [default: $WSQUEUE_QUEUE_USER, else {DEMO_USER}]."],
         ["queue-password", None, None, "Password for msgqueue [default: $WSQUEUE_QUEUE_PASSWORD, else the demo password]."],
         ["ca", None, None, "CA certificate to verify msgqueue against [default: <cert-dir>/ca.crt when it exists, else the system's]."],
     ]
-    optFlags = [
+    optFlags: OptionTable = [
         ["insecure", None, "Do not verify msgqueue's certificate (as the Go system did; logged as a warning)."],
     ]
 

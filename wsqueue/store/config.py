@@ -38,6 +38,7 @@ def openStore(spec: str, reactor) -> IMessageStore:
     kind, path = parseStoreSpec(spec)
     if kind == "memory":
         return MemoryStore()
+    assert path is not None  # parseStoreSpec gives a path for every kind but memory
     return SQLiteStore(path, callFromThread=reactor.callFromThread)
 
 

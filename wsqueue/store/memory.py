@@ -141,11 +141,9 @@ class MemoryStore:
             offsets.append(offset)
         return succeed(offsets)
 
-    def _entry(self, offset: int) -> Entry | None:
-        index = offset - self._firstOffset
-        if 0 <= index < len(self._entries):
-            return self._entries[index]
-        return None
+    def _entry(self, offset: int) -> Entry:
+        # Only called for offsets still held: pending and unread ones are never trimmed.
+        return self._entries[offset - self._firstOffset]
 
     def _group(self, group: str) -> _Group:
         state = self._groups.get(group)

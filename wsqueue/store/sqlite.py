@@ -230,7 +230,7 @@ class _Database:
         self._sideFile: int | None = None
         self._recordedAt = 0.0
         self.recordInterval = recordInterval
-        self.db: sqlite3.Connection | None = None
+        self.db: sqlite3.Connection
         directory = os.path.dirname(os.path.abspath(path))
         try:
             os.makedirs(directory, exist_ok=True)
@@ -258,8 +258,10 @@ class _Database:
             raise
 
     def _abandon(self) -> None:
-        if self.db is not None:
-            self.db.close()
+        # The connection exists unless connecting itself failed.
+        db = self.__dict__.get("db")
+        if db is not None:
+            db.close()
         if self._sideFile is not None:
             os.close(self._sideFile)
 
@@ -869,6 +871,8 @@ class SQLiteStore:
         return result
 
     def _serve(self, database: _Database) -> None:
+        callFromThread = self._callFromThread
+        assert callFromThread is not None, "a threaded store needs callFromThread"
         while True:
             try:
                 # Idle with a committed offset not yet in the side file: write it.
@@ -877,11 +881,11 @@ class SQLiteStore:
                 database.recordCommitted()
                 continue
             if operation is None:
-                problem = "closing failed"
+                problem: str | None = "closing failed"
                 try:
                     problem = database.close()
                 finally:
-                    self._callFromThread(self._closedOnThread, problem)
+                    callFromThread(self._closedOnThread, problem)
                 return
             batch = [operation]
             while len(batch) < MAX_BATCH_OPERATIONS:
@@ -894,7 +898,7 @@ class SQLiteStore:
                     break
                 batch.append(more)
             damaged = runBatch(database, batch)
-            self._callFromThread(self._finished, batch, database.retained, damaged, database.sideFileProblem)
+            callFromThread(self._finished, batch, database.retained, damaged, database.sideFileProblem)
 
     def _finished(
         self, batch: list[_Operation], retained: int, damaged: list[int], sideFileProblem: str | None = None
@@ -988,5 +992,10 @@ class SQLiteStore:
             else:
                 self._queue.put(None)
         waiting: Deferred[None] = Deferred()
-        self._closed.addBoth(lambda result: waiting.callback(None) or result)
+
+        def closed(result: object) -> object:
+            waiting.callback(None)
+            return result
+
+        self._closed.addBoth(closed)
         return waiting

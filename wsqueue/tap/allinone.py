@@ -15,7 +15,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from wsqueue.auth import INTERNAL_USER
-from wsqueue.options import StartupError, _port, buildAuthenticator
+from wsqueue.options import OptionTable, StartupError, _port, buildAuthenticator
 from wsqueue.tap import msgqueue, publisher, subscriber
 from wsqueue.tap._common import StopInOrder, daemonService
 from wsqueue.tls import TLSConfigurationError, certificateNames
@@ -32,7 +32,7 @@ class Options(publisher.Options, subscriber.Options, msgqueue.Options):
         "msgqueue, publisher and subscriber in one process, joined over wss:// on loopback: "
         "the stages connect to this process's msgqueue with an account of their own."
     )
-    optParameters = [
+    optParameters: OptionTable = [
         ["msgqueue-port", None, 8080, "msgqueue's port.", _port],
         ["publisher-port", None, 8081, "publisher's port.", _port],
         ["subscriber-port", None, 8082, "subscriber's port.", _port],

@@ -12,7 +12,7 @@ from twisted.python import usage
 
 from wsqueue.broker import QueueBroker, Retention
 from wsqueue.msgqueue import makeMsgQueueFactory
-from wsqueue.options import ServerOptions, StartupError, _duration, _positiveInt, buildAuthenticator
+from wsqueue.options import OptionTable, ServerOptions, StartupError, _duration, _positiveInt, buildAuthenticator
 from wsqueue.store.config import DEFAULT_STORE, StoreService, openStore, parseStoreSpec
 from wsqueue.store.sqlite import StoreError
 from wsqueue.tap._common import CallOnStop, StopInOrder, daemonService, listeningService
@@ -28,7 +28,7 @@ class Options(ServerOptions):
     synopsis = "[options]"
     longdesc = "msgqueue: a FIFO queue with consumer groups; publishers push on /pushmsg, subscribers pop on /popmsg."
     defaultPort = 8080
-    optParameters = [
+    optParameters: OptionTable = [
         ["max-queued", None, 100_000, ("Messages held before pushers are paused (flow control), for at most half "
                                        "of --ping-interval; after that their messages are refused with an Error "
                                        "until 10 % is free."), _positiveInt],

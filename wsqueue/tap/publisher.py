@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from twisted.application.service import MultiService
 
-from wsqueue.options import LinkedServerOptions, _positiveInt
+from wsqueue.options import LinkedServerOptions, OptionTable, _positiveInt
 from wsqueue.publisher import BATCH_BYTES, Forwarder, makePublisherFactory
 from wsqueue.tap._common import CallOnStop, daemonService, linkedStageService
 
@@ -16,7 +16,7 @@ class Options(LinkedServerOptions):
     synopsis = "[options]"
     longdesc = "publisher: clients publish {\"Topic\": t, \"Content\": c} on /publish; messages are forwarded to msgqueue."
     defaultPort = 8081
-    optParameters = [
+    optParameters: OptionTable = [
         ["max-buffered", None, 10_000, "Messages held for msgqueue before publishing clients are paused.", _positiveInt],
     ]
 

@@ -11,7 +11,7 @@ from twisted.application.service import MultiService
 from twisted.python import usage
 
 from wsqueue import wire
-from wsqueue.options import LinkedServerOptions, _nonNegativeFloat, _positiveInt, defaultGroup
+from wsqueue.options import LinkedServerOptions, OptionTable, _nonNegativeFloat, _positiveInt, defaultGroup
 from wsqueue.subscriber import DEFAULT_MAX_CLIENT_BUFFER, QueueReader, TopicRegistry, makeSubscriberFactory
 from wsqueue.tap._common import daemonService, linkedStageService
 
@@ -20,7 +20,7 @@ class Options(LinkedServerOptions):
     synopsis = "[options]"
     longdesc = "subscriber: clients subscribe to topics on /subscribe and receive the messages read from msgqueue."
     defaultPort = 8082
-    optParameters = [
+    optParameters: OptionTable = [
         ["group", None, None, "Consumer group on msgqueue [default: subscriber-<host>-<port>, stable across restarts]."],
         ["max-client-buffer", None, DEFAULT_MAX_CLIENT_BUFFER,
          "Bytes waiting for one client before it is closed with 1008 (slow consumer).", _positiveInt],
