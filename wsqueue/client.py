@@ -36,6 +36,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from wsqueue import wire
+from wsqueue._compat import handshakeStatusLine
 from wsqueue.auth import DEMO_PASSWORD, DEMO_USER, basicHeader
 from wsqueue.link import HandshakeFailed, LinkProtocol
 from wsqueue.tls import TLSConfigurationError, clientEndpoint, defaultCAPath, defaultCertDir, parseURL
@@ -119,7 +120,7 @@ class ClientProtocol(LinkProtocol):
 
     def _connectFailed(self, reason: str | None) -> ConnectFailed:
         status = self._status()
-        statusLine = (getattr(self, "http_status_line", None) or "").split(None, 2)
+        statusLine = (handshakeStatusLine(self) or "").split(None, 2)
         statusReason = statusLine[2] if status is not None and len(statusLine) == 3 else ""
         lost = self._lostReason if self._lostReason is not None and not self._refusal else None
         return ConnectFailed(status, self._refusal or self._why(reason), statusReason, lost)

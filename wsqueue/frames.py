@@ -24,6 +24,8 @@ import os
 
 from autobahn.websocket.xormasker import create_xor_masker
 
+from wsqueue import _compat
+
 _FINAL_TEXT = 0x81
 """FIN bit set, opcode 1 (text)."""
 _FINAL_BINARY = 0x82
@@ -168,17 +170,10 @@ class WholeFrames:
         else:
             super().dataReceived(data[stop:])
 
-    def _readsFramesItself(self) -> bool:
-        # Only between messages, as Autobahn would see it, and on plain connections.
-        return (
-            self.state == self.STATE_OPEN
-            and not self.data
-            and self.current_frame is None
-            and not self.inside_message
-            and self._perMessageCompress is None
-            and not self.logOctets
-            and not self.logFrames
-        )
+    # Only between messages, as Autobahn would see it, and on plain connections.
+    # Autobahn's private state is read in wsqueue._compat (bound here, as cheap as a
+    # method of this class).
+    _readsFramesItself = _compat.autobahnBetweenMessages
 
     def sendText(self, payload: bytes) -> None:
         """
@@ -186,21 +181,14 @@ class WholeFrames:
         connection (masked from a client), by Autobahn when a compression extension
         was negotiated.
         """
+        # An inline read of Autobahn's state (wsqueue._compat.AUTOBAHN_FRAME_STATE).
         if self._perMessageCompress is not None:
             self.sendMessage(payload)
         else:
             self.sendFrames(textFrame(payload) if self.peerMasks else maskedTextFrame(payload))
 
-    def sendFrames(self, data: bytes) -> None:
-        """
-        Write complete frames on an open connection that has no compression extension.
-
-        This is what Autobahn's C{sendData} does, less the debug-log call whose
-        arguments it formats on every write even with debug logging off; that was
-        the largest cost of fanning one message out to thousands of clients.
-        Autobahn's own queue of timed writes goes first if it holds anything.
-        """
-        if self.send_queue:
-            self.sendData(data)
-        else:
-            self.transport.write(data)
+    sendFrames = _compat.sendDataWithoutLog
+    """
+    Write complete frames on an open connection that has no compression extension
+    (see L{wsqueue._compat.sendDataWithoutLog}).
+    """

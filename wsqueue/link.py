@@ -17,18 +17,19 @@ from collections.abc import Callable
 
 import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.logger import FilteringLogObserver, Logger, LogLevel, LogLevelFilterPredicate, globalLogPublisher
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from wsqueue import frames
+from wsqueue._compat import QuietClientService, handshakeStatusLine, notCleanReason, setNoDelay
 from wsqueue.auth import basicHeader
 from wsqueue.logsummary import RepeatSummary
-from wsqueue.server import GOING_AWAY, Limits, applyLimits, closeWith, setNoDelay
+from wsqueue.server import GOING_AWAY, Limits, applyLimits, closeWith
 
 RetryPolicy = Callable[[int], float]
 FAILURE_SUMMARY_INTERVAL = 60.0
@@ -139,7 +140,7 @@ class LinkProtocol(frames.WholeFrames, WebSocketClientProtocol):
         self.closed.callback(None)
 
     def _status(self) -> int | None:
-        statusLine = getattr(self, "http_status_line", None)
+        statusLine = handshakeStatusLine(self)
         try:
             return int(statusLine.split()[1])
         except (AttributeError, IndexError, ValueError):
@@ -150,7 +151,7 @@ class LinkProtocol(frames.WholeFrames, WebSocketClientProtocol):
             lost = self._lostReason.getErrorMessage()
             if "ConnectionDone" not in lost and "closed cleanly" not in lost:
                 return lost
-        return reason or getattr(self, "wasNotCleanReason", None) or "connection closed"
+        return reason or notCleanReason(self) or "connection closed"
 
     @property
     def isOpen(self) -> bool:
@@ -180,19 +181,6 @@ class _ReportingEndpoint:
         d = self._endpoint.connect(factory)
         d.addErrback(self._link._attemptFailed)
         return d
-
-
-class _QuietClientService(ClientService):
-    """
-    A L{ClientService} that does not log each retry: the link logs its failures
-    itself, summarised (L{QueueLink}), instead of one more line per attempt forever.
-    C{_log} is the logger L{ClientService} hands to its state machine (Twisted 26);
-    tests.test_link checks on a real retry that the line is gone.
-    """
-
-    _log = Logger(observer=FilteringLogObserver(
-        globalLogPublisher, [LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)]
-    ))
 
 
 class QueueLink(Service):
@@ -232,7 +220,9 @@ class QueueLink(Service):
         applyLimits(factory, limits.internal())
         self.factory = factory
         policy = retryPolicy or defaultRetryPolicy()
-        self._client = _QuietClientService(
+        # Quiet: the link logs its failures itself, summarised, instead of one more
+        # line per attempt forever (tests.test_link checks on a real retry).
+        self._client = QuietClientService(
             _ReportingEndpoint(endpoint, self),
             factory,
             retryPolicy=lambda attempt: policy(attempt + self.failedHandshakes),

@@ -23,7 +23,8 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from wsqueue import frames
+from wsqueue import _compat, frames
+from wsqueue._compat import setNoDelay, unsentBytes  # also importable from here, as before (tests)
 from wsqueue.auth import UNAUTHORIZED_HEADERS, BasicAuthenticator
 from wsqueue.wire import WireError
 
@@ -81,42 +82,7 @@ def closeWith(protocol, code: int, reason: str) -> None:
     server that shuts down, and 1008 to a policy violation.
     """
     if protocol.state == protocol.STATE_OPEN:
-        protocol.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123], isReply=False)
-
-
-def unsentBytes(connection) -> int | None:
-    """
-    How many bytes wait for the peer beyond the point where the connection's
-    transport (TCP, under TLS) pauses its producer, or L{None} when it does not say.
-    Negative while the transport is below that point.
-
-    Twisted's L{FileDescriptor} keeps what the kernel did not take yet in
-    C{dataBuffer} (from C{offset}) plus C{_tempDataBuffer} (C{_tempDataLen} bytes),
-    and pauses its producer past C{bufferSize}; it has no public accessor for them,
-    so this reads them defensively.  This is the only place that reads them: a
-    test on a real TLS connection (C{tests.test_server.UnsentBytesTests}) fails if
-    a Twisted release changes them.
-    """
-    tcp = getattr(connection.transport, "transport", None)
-    try:
-        return len(tcp.dataBuffer) - tcp.offset + tcp._tempDataLen - tcp.bufferSize
-    except (AttributeError, TypeError):
-        return None
-
-
-def setNoDelay(transport) -> None:
-    """
-    Turn off Nagle's algorithm on a connection's TCP socket (under TLS too).
-
-    Autobahn means to (its C{tcpNoDelay} option) but asks before the option is set on
-    the protocol and swallows the C{AttributeError}, so without this a small frame
-    waits for the peer's delayed TCP acknowledgement, up to 40 ms on Linux, whenever
-    the peer has nothing to send back.
-    """
-    try:
-        transport.setTcpNoDelay(True)
-    except (AttributeError, OSError):
-        pass  # not TCP (a UNIX socket, a test's transport)
+        _compat.sendCloseWithAnyCode(protocol, code, reason.encode("utf-8")[:123])
 
 
 def applyLimits(factory, limits: Limits) -> None:
@@ -173,8 +139,8 @@ class PausableReading:
     a peer paused for longer than that would be dropped for our own pause.  The
     pings are suspended while reading is paused and start again, one interval
     after the resume, when it resumes.  Autobahn has no public interface for this:
-    L{_suspendAutoPing} and L{_restartAutoPing} are the only code that touches its
-    auto-ping state (C{autobahn/websocket/protocol.py}, Autobahn 26.10).
+    L{wsqueue._compat.suspendAutoPing} and L{wsqueue._compat.restartAutoPing} are the
+    only code that touches its auto-ping state.
     """
 
     readingPaused: bool = False
@@ -188,7 +154,7 @@ class PausableReading:
             return
         self.readingPaused = True
         self.transport.pauseProducing()
-        self._suspendAutoPing()
+        _compat.suspendAutoPing(self)
 
     def resumeReading(self) -> None:
         """
@@ -198,23 +164,7 @@ class PausableReading:
             return
         self.readingPaused = False
         self.transport.resumeProducing()
-        self._restartAutoPing()
-
-    def _suspendAutoPing(self) -> None:
-        # No ping goes out (autoPingPendingCall) and none is waited for
-        # (autoPingTimeoutCall); forgetting autoPingPending makes a pong that was
-        # already read in this chunk of data schedule nothing either.
-        for name in ("autoPingPendingCall", "autoPingTimeoutCall"):
-            call = getattr(self, name, None)
-            if call is not None:
-                call.cancel()
-                setattr(self, name, None)
-        self.autoPingPending = None
-
-    def _restartAutoPing(self) -> None:
-        # What Autobahn does once the opening handshake is done (and after each pong).
-        if self.state == self.STATE_OPEN and self.autoPingInterval and self.autoPingPendingCall is None:
-            self.autoPingPendingCall = self.factory._batched_timer.call_later(self.autoPingInterval, self._sendAutoPing)
+        _compat.restartAutoPing(self)
 
 
 class StageServerProtocol(PausableReading, frames.WholeFrames, WebSocketServerProtocol):
@@ -277,16 +227,10 @@ class StageServerProtocol(PausableReading, frames.WholeFrames, WebSocketServerPr
         setNoDelay(self.transport)
 
     # What Autobahn keeps of the opening handshake and never reads once it is done.
-    _HANDSHAKE_LEFTOVERS = (
-        "http_request_data", "http_response_data", "http_headers", "http_status_line",
-        "http_request_uri", "http_request_path", "http_request_params",
-        "websocket_extensions", "websocket_protocols",
-    )
+    _HANDSHAKE_LEFTOVERS = _compat.AUTOBAHN_HANDSHAKE_LEFTOVERS
 
     def onOpen(self) -> None:
-        # About 2 KB of an idle connection's 35 (measured with 2,000 connections).
-        for name in self._HANDSHAKE_LEFTOVERS:
-            self.__dict__.pop(name, None)
+        _compat.forgetHandshake(self)
         self.factory.connections.add(self)
         self.eventLog.info("{peer} ({user}) connected to {path}", peer=self.peer, user=self.user, path=self.path)
         self._guard(self.handler.opened)
@@ -342,7 +286,7 @@ class StageServerProtocol(PausableReading, frames.WholeFrames, WebSocketServerPr
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         # Every write of Autobahn's goes through here: handshake answers, pongs,
-        # close frames, messages.
+        # close frames, messages (wsqueue._compat.AUTOBAHN_WRITE_METHOD).
         if self._admits(len(data)):
             super().sendData(data, sync, chopsize)
 

@@ -18,8 +18,10 @@ from twisted.internet import ssl
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ServerEndpoint
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint, IStreamServerEndpoint
-from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
+
+from wsqueue._compat import UNBUFFERED_TLS_PROTOCOL
 
 SERVER_CERT = "server.crt"
 SERVER_KEY = "server.key"
@@ -81,10 +83,11 @@ class _DirectTLSFactory(TLSMemoryBIOFactory):
     Twisted's default TLS transport gathers small writes and sends them a reactor turn
     later, with a timer per connection.  wsqueue already gathers what a turn has for a
     connection into one write, so that would only add a turn of latency and a timer
-    per write (for 10,000 clients, 10,000 timers per message).
+    per write (for 10,000 clients, 10,000 timers per message).  Which class does
+    that is Twisted's undocumented choice: see L{wsqueue._compat.UNBUFFERED_TLS_PROTOCOL}.
     """
 
-    protocol = TLSMemoryBIOProtocol
+    protocol = UNBUFFERED_TLS_PROTOCOL
 
 
 @implementer(IStreamServerEndpoint)

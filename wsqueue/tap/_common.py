@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStrea
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from wsqueue._compat import raiseListenErrors
 from wsqueue.options import StartupError, buildAuthenticator, buildLink
 from wsqueue.server import ConnectionCloser, StageServerFactory
 from wsqueue.tls import TLSConfigurationError, serverEndpoint
@@ -214,8 +215,8 @@ def listeningService(factory: StageServerFactory, endpoint: IStreamServerEndpoin
     """
     service = _Listening()
     endpoint = _AnnouncedEndpoint(endpoint, stage, sorted(factory.routes))
-    listener = StreamServerEndpointService(endpoint, factory)
-    listener._raiseSynchronously = True  # as strports.service does, so _Listening sees the error
+    # Raising as strports.service does, so that _Listening sees the error.
+    listener = raiseListenErrors(StreamServerEndpointService(endpoint, factory))
     listener.setServiceParent(service)
     ConnectionCloser(factory).setServiceParent(service)
     return service
