@@ -311,6 +311,20 @@ class AutobahnHandshakeTests(TestCase):
         await waitFor(lambda: clean.closed.called, what="the clean close")
         self.assertIsNone(_compat.notCleanReason(clean), changed("Autobahn", "notCleanReason"))
 
+    async def test_closeTimerCancelledWhenLost(self) -> None:
+        """
+        A link (or client) whose connection is lost during its closing handshake
+        leaves no close timeout behind: Autobahn keeps it scheduled after the loss,
+        L{_compat.cancelCloseHandshakeTimer} (called from the link's
+        C{connectionLost}) cancels it, or trial finds the reactor unclean.
+        """
+        real = await _RealConnection().open(self)
+        real.client.sendClose(1000)
+        self.assertIsNotNone(real.client.closeHandshakeTimeoutCall, changed("Autobahn", "cancelCloseHandshakeTimer"))
+        real.connection.transport.abortConnection()
+        await waitFor(lambda: real.client.closed.called, what="the loss seen by the client")
+        self.assertIsNone(real.client.closeHandshakeTimeoutCall)
+
     async def test_closeWithAnyCode(self) -> None:
         """
         C{sendCloseFrame} sends codes that C{sendClose} refuses, with their reason.

@@ -162,6 +162,21 @@ def notCleanReason(protocol) -> str | None:
     return getattr(protocol, "wasNotCleanReason", None)
 
 
+def cancelCloseHandshakeTimer(protocol) -> None:
+    """
+    Cancel the closing handshake's timeout of a connection that is gone.
+
+    Autobahn cancels C{closeHandshakeTimeoutCall} when the peer's close frame
+    arrives, but not when the connection is lost first (a peer that closes TCP
+    right after its close frame, or drops): the timer then stays scheduled for up
+    to the close timeout after the connection is gone, and fires on a dead one.
+    """
+    call = getattr(protocol, "closeHandshakeTimeoutCall", None)
+    if call is not None:
+        call.cancel()
+        protocol.closeHandshakeTimeoutCall = None
+
+
 def sendCloseWithAnyCode(protocol, code: int, reasonUtf8: bytes) -> None:
     """
     Start the closing handshake with C{code}, which Autobahn's public C{sendClose}

@@ -26,7 +26,13 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from wsqueue import frames
-from wsqueue._compat import QuietClientService, handshakeStatusLine, notCleanReason, setNoDelay
+from wsqueue._compat import (
+    QuietClientService,
+    cancelCloseHandshakeTimer,
+    handshakeStatusLine,
+    notCleanReason,
+    setNoDelay,
+)
 from wsqueue.auth import basicHeader
 from wsqueue.logsummary import RepeatSummary
 from wsqueue.server import GOING_AWAY, Limits, applyLimits, closeWith
@@ -118,6 +124,7 @@ class LinkProtocol(frames.WholeFrames, WebSocketClientProtocol):
     def connectionLost(self, reason: Failure) -> None:
         self._lostReason = reason
         super().connectionLost(reason)
+        cancelCloseHandshakeTimer(self)
 
     def onOpen(self) -> None:
         self.opened.callback(self)
