@@ -16,24 +16,26 @@ C{pipeline = await startDaemonPipeline(self, publishers=1, subscribers=[(), ("--
 (L{tests.pipeline} is the same in-process, without daemons.)
 
 Every daemon is killed (SIGKILL) and waited for when the test ends.  Every wait has
-a deadline and fails with the daemon's output and log tail.
+a deadline and fails with the daemon's output and log tail.  A daemon reports its
+readiness on descriptor 3 (C{--ready-file /dev/fd/3}, see L{wsqueue.readiness}):
+L{Daemon.start} waits on those events, not on polling its ports.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
-from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
@@ -42,6 +44,8 @@ from tests.helpers import certDir
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 READY_TIMEOUT = 20.0
+READY_FD = 3
+"""The descriptor on which a daemon started here reports its readiness (C{--ready-file /dev/fd/3})."""
 LINK_OPEN = re.compile(r"link to msgqueue at \S+ open$", re.MULTILINE)
 """What publisher and subscriber log when their link to msgqueue opens."""
 
@@ -82,12 +86,39 @@ def exitCodeOf(reason: Failure) -> int:
 
 class _Recorder(ProcessProtocol):
     """
-    Collects a process's output and fires C{ended} with its exit status.
+    Collects a process's output and fires C{ended} with its exit status; a daemon's
+    readiness events (C{--ready-file /dev/fd/3}, see L{wsqueue.readiness}) arrive on
+    descriptor 3 and are kept in C{events}, each waiter told as they come.
     """
 
     def __init__(self) -> None:
         self.output = b""
         self.ended: Deferred[int] = Deferred()
+        self.events: list[dict] = []
+        self._eventData = b""
+        self._waiters: list[tuple[Callable[[list[dict]], bool], Deferred]] = []
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD != READY_FD:
+            super().childDataReceived(childFD, data)
+            return
+        *lines, self._eventData = (self._eventData + data).split(b"\n")
+        self.events.extend(json.loads(line) for line in lines if line)
+        for waiter in list(self._waiters):
+            condition, d = waiter
+            if condition(self.events):
+                self._waiters.remove(waiter)
+                d.callback(self.events)
+
+    def waitForEvents(self, condition: Callable[[list[dict]], bool]) -> Deferred[list[dict]]:
+        """
+        Fire with the events once C{condition(events)} holds (checked as each arrives).
+        """
+        if condition(self.events):
+            return succeed(self.events)
+        d: Deferred[list[dict]] = Deferred()
+        self._waiters.append((condition, d))
+        return d
 
     def connectionMade(self) -> None:
         self.transport.closeStdin()
@@ -155,7 +186,7 @@ class Daemon:
         portArgs = ["--port", str(self.port)] if withPort else []
         self.argv = [
             *TWISTD, "-n", "--pidfile=", f"--logfile={self.logPath}",
-            tapname, *portArgs, "--cert-dir", certDir(), *args,
+            tapname, *portArgs, "--cert-dir", certDir(), "--ready-file", f"/dev/fd/{READY_FD}", *args,
         ]
         self.process = None
         self.recorder: _Recorder | None = None
@@ -197,7 +228,8 @@ class Daemon:
         assert not self.running, f"{self.name} is already running"
         self.recorder = _Recorder()
         self.process = reactor.spawnProcess(
-            self.recorder, self.argv[0], self.argv, env=daemonEnvironment(), path=self.directory
+            self.recorder, self.argv[0], self.argv, env=daemonEnvironment(), path=self.directory,
+            childFDs={0: "w", 1: "r", 2: "r", READY_FD: "r"},
         )
 
     def start(self, timeout: float = READY_TIMEOUT) -> Deferred[Daemon]:
@@ -288,16 +320,39 @@ class Daemon:
 
     def waitReady(self, timeout: float = READY_TIMEOUT) -> Deferred[Daemon]:
         """
-        Fire with this daemon once a TCP connection to each of its ports succeeds.
+        Fire with this daemon once it says it listens on each of its ports (its
+        C{--ready-file} events: no polling, no log matching).
         """
+        ports = set(self.ports)
 
-        async def accepting() -> bool:
-            results = await DeferredList([_canConnect(port) for port in self.ports])
-            return all(ok and connected for ok, connected in results)
+        def listening(events: list[dict]) -> bool:
+            return ports <= {event.get("port") for event in events if event.get("event") == "listening"}
 
-        return self._poll(accepting, timeout, f"port(s) {self.ports} to accept connections").addCallback(
-            lambda _: self
-        )
+        return self._waitForEvents(listening, timeout, f"port(s) {self.ports} to listen").addCallback(lambda _: self)
+
+    def _waitForEvents(self, condition, timeout: float, what: str) -> Deferred[list[dict]]:
+        """
+        Fire once the current run's readiness events satisfy C{condition}; fail when
+        the process exits first or at the deadline, with its output and log tail.
+        """
+        assert self.recorder is not None, f"{self.name} was never started"
+        recorder = self.recorder
+        d: Deferred[list[dict]] = Deferred()
+
+        def settle(result) -> None:
+            if not d.called:
+                if call.active():
+                    call.cancel()
+                d.callback(result) if not isinstance(result, Exception) else d.errback(result)
+
+        call = reactor.callLater(timeout, lambda: settle(self._error(f"timed out after {timeout} s waiting for {what}")))
+        recorder.waitForEvents(condition).addCallback(settle)
+        def exited(code: int) -> int:
+            settle(self._error(f"exited while waiting for {what}"))
+            return code  # for the others waiting on the exit
+
+        recorder.ended.addCallback(exited)
+        return d
 
     def logText(self, since: int = 0) -> str:
         """
@@ -344,20 +399,6 @@ class Daemon:
         subscriber and the all-in-one daemon log C{link to msgqueue at URL open}).
         """
         return self.waitForLog(LINK_OPEN, since, count, timeout)
-
-
-class _Probe(Protocol):
-    def connectionMade(self) -> None:
-        self.transport.abortConnection()
-
-
-def _canConnect(port: int) -> Deferred[bool]:
-    """
-    Whether a TCP connection to 127.0.0.1:C{port} succeeds (closed at once).
-    """
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=2)
-    d = endpoint.connect(Factory.forProtocol(_Probe))
-    return d.addCallbacks(lambda _: True, lambda _: False)
 
 
 def startDaemon(testCase: TestCase, tapname: str, *args: str, **kwargs) -> Deferred[Daemon]:

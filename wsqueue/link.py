@@ -14,6 +14,7 @@ connection's later loss has no transition in L{ClientService}'s state machine.)
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
@@ -190,6 +191,17 @@ class _ReportingEndpoint:
         return d
 
 
+class LinkObserver(Protocol):
+    """
+    What else wants to know when a link opens and closes (the daemon's
+    L{wsqueue.readiness.ReadyFile}).
+    """
+
+    def linkOpened(self, url: str) -> None: ...
+
+    def linkClosed(self, url: str) -> None: ...
+
+
 class QueueLink(Service):
     """
     A WebSocket to msgqueue that reconnects by itself.
@@ -210,8 +222,10 @@ class QueueLink(Service):
         limits: Limits,
         retryPolicy: RetryPolicy | None = None,
         startDelay: float = 0.0,
+        observer: LinkObserver | None = None,
     ) -> None:
         self.url = url
+        self.observer = observer
         self.reactor = reactor
         self.startDelay = startDelay
         self._delayedStart = None
@@ -267,6 +281,8 @@ class QueueLink(Service):
             self.failedAttempts = 0
         else:
             self.log.info("link to msgqueue at {url} open", url=self.url)
+        if self.observer is not None:
+            self.observer.linkOpened(self.url)
         self.owner.linkOpened(protocol)
 
     def _closed(self, protocol: LinkProtocol, code: int | None, reason: str | None) -> None:
@@ -276,6 +292,8 @@ class QueueLink(Service):
             "link to msgqueue at {url} closed (code {code}{reason})",
             url=self.url, code=code, reason=f", {reason}" if reason else "",
         )
+        if self.observer is not None:
+            self.observer.linkClosed(self.url)
         self.owner.linkClosed(protocol)
 
     def startService(self) -> None:

@@ -16,6 +16,7 @@ from twisted.python import usage
 
 from wsqueue.auth import DEMO_PASSWORD, DEMO_USER, BasicAuthenticator, CredentialsFileError, makeAuthenticator
 from wsqueue.link import QueueLink
+from wsqueue.readiness import readyFileOf
 from wsqueue.server import Limits
 from wsqueue.tls import TLSConfigurationError, clientEndpoint, defaultCAPath, defaultCertDir, parseURL
 
@@ -71,6 +72,12 @@ def _positiveFloat(value: str) -> float:
     return number
 
 
+READY_FILE_HELP = (
+    "Append a JSON line to this file when the daemon listens, when a link to msgqueue opens or closes, "
+    "and {\"event\": \"ready\"} once all are up (see wsqueue.readiness) [default: none]."
+)
+
+
 class ServerOptions(usage.Options):
     """
     Options every daemon has: where it listens, its certificate, its users, its limits.
@@ -86,6 +93,7 @@ class ServerOptions(usage.Options):
         ["credentials", None, None, "Credentials file (see wsqueue-passwd) [default: only the demo account hello/test]."],
         ["max-message-size", None, 1024 * 1024, "Largest message a client may send, in bytes; bigger ones close with 1009.", _positiveInt],
         ["ping-interval", None, 20.0, "Seconds between WebSocket pings; a peer silent that long after a ping is dropped.", _positiveFloat],
+        ["ready-file", None, None, READY_FILE_HELP],
         ["shutdown-timeout", None, 10.0, "Seconds a stop may take to finish what is in flight before it goes on regardless.", _positiveFloat],
     ]
 
@@ -188,7 +196,9 @@ def buildLink(options, reactor, path: str, owner, log, retryPolicy=None, startDe
     except TLSConfigurationError as e:
         raise StartupError(str(e))
     url = options["queue"].rstrip("/") + path
+    ready = readyFileOf(options)
+    ready.expectLink(url)
     return QueueLink(
         reactor, endpoint, url, options["queue-user"], options["queue-password"],
-        owner, options.limits(), retryPolicy=retryPolicy, startDelay=startDelay,
+        owner, options.limits(), retryPolicy=retryPolicy, startDelay=startDelay, observer=ready,
     )

@@ -19,6 +19,7 @@ from zope.interface import implementer
 
 from wsqueue._compat import raiseListenErrors
 from wsqueue.options import StartupError, buildAuthenticator, buildLink
+from wsqueue.readiness import ReadyFile, readyFileOf
 from wsqueue.server import ConnectionCloser, StageServerFactory
 from wsqueue.tls import TLSConfigurationError, serverEndpoint
 
@@ -190,10 +191,12 @@ class _AnnouncedEndpoint:
     address (the real port, also for port 0) and its paths.
     """
 
-    def __init__(self, endpoint: IStreamServerEndpoint, stage: str, paths: list[str]) -> None:
+    def __init__(self, endpoint: IStreamServerEndpoint, stage: str, paths: list[str], ready: ReadyFile) -> None:
         self._endpoint = endpoint
         self._stage = stage
         self._paths = paths
+        self._ready = ready
+        ready.expectListener()
 
     def listen(self, factory: IProtocolFactory) -> Deferred:
         return self._endpoint.listen(factory).addCallback(self._announce)
@@ -205,16 +208,20 @@ class _AnnouncedEndpoint:
             stage=self._stage, host=getattr(address, "host", "?"), port=getattr(address, "port", "?"),
             paths=", ".join(self._paths),
         )
+        self._ready.listening(self._stage, getattr(address, "host", "?"), getattr(address, "port", 0))
         return port
 
 
-def listeningService(factory: StageServerFactory, endpoint: IStreamServerEndpoint, stage: str = "wsqueue") -> MultiService:
+def listeningService(
+    factory: StageServerFactory, endpoint: IStreamServerEndpoint, stage: str = "wsqueue", ready: ReadyFile | None = None
+) -> MultiService:
     """
     A TLS listener (see L{serverEndpoint}) for C{factory} plus the service that
     closes its connections with 1001 on stop.  A port in use aborts start-up.
+    C{ready} hears when it listens.
     """
     service = _Listening()
-    endpoint = _AnnouncedEndpoint(endpoint, stage, sorted(factory.routes))
+    endpoint = _AnnouncedEndpoint(endpoint, stage, sorted(factory.routes), ready or ReadyFile(None))
     # Raising as strports.service does, so that _Listening sees the error.
     listener = raiseListenErrors(StreamServerEndpointService(endpoint, factory))
     listener.setServiceParent(service)
@@ -238,7 +245,7 @@ def linkedStageService(
     # that a subscriber acknowledges only what it wrote to a client (what arrives
     # from msgqueue after that is left unacknowledged, for the next subscriber), and
     # a publisher's last acknowledgements still reach its clients; then the clients.
-    listeningService(factory, endpoint, stage).setServiceParent(service)
+    listeningService(factory, endpoint, stage, readyFileOf(options)).setServiceParent(service)
     link.setServiceParent(service)
     service.owner = owner
     service.factory = factory

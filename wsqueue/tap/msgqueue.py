@@ -13,6 +13,7 @@ from twisted.python import usage
 from wsqueue.broker import QueueBroker, Retention
 from wsqueue.msgqueue import makeMsgQueueFactory
 from wsqueue.options import OptionTable, ServerOptions, StartupError, _duration, _positiveInt, buildAuthenticator
+from wsqueue.readiness import readyFileOf
 from wsqueue.store.config import DEFAULT_STORE, StoreService, openStore, parseStoreSpec
 from wsqueue.store.sqlite import StoreError
 from wsqueue.tap._common import CallOnStop, StopInOrder, daemonService, listeningService
@@ -87,7 +88,7 @@ def buildMsgQueue(options: Options, reactor, port: int | None = None) -> MultiSe
         pauseLimit=options["ping-interval"] / 2, maxGroupBacklog=options["max-group-backlog"],
     )
     factory = makeMsgQueueFactory(broker, authenticator, options.limits(), reactor)
-    listeningService(factory, endpoint, "msgqueue").setServiceParent(service)
+    listeningService(factory, endpoint, "msgqueue", readyFileOf(options)).setServiceParent(service)
     # broker.maintenance never fails: TimerService's loop would stop for good if it did.
     maintenance = TimerService(MAINTENANCE_INTERVAL, broker.maintenance)
     maintenance.clock = reactor

@@ -1,0 +1,108 @@
+# -*- test-case-name: tests.test_readiness -*-
+"""
+A daemon's readiness, told to whoever started it: C{--ready-file PATH}.
+
+Supervisors and tests need to know when a daemon can be used: when it listens, when
+its links to msgqueue are open.  Matching its log lines for that makes the log's
+wording an interface, and polling a port says nothing about the links.  With
+C{--ready-file PATH} the daemon appends one JSON object per line to PATH as its
+state changes:
+
+    {"event": "listening", "stage": "publisher", "host": "127.0.0.1", "port": 8081}
+    {"event": "link-open", "url": "wss://localhost:8080/pushmsg?producer=..."}
+    {"event": "ready"}                   once every listener listens and every link has opened once
+    {"event": "link-closed", "url": "..."}
+
+A file, a named pipe, or an inherited descriptor (C{/dev/fd/3}, as the tests use)
+all work.  The file is opened non-blocking and each line written with one
+C{write}: a reader that stops reading loses events (logged once), it never
+blocks the daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from twisted.logger import Logger
+
+
+class ReadyFile:
+    """
+    Where a daemon reports its state changes (see the module docstring), and what it
+    waits for before it reports C{ready}.
+
+    @ivar path: the file, or L{None} when the daemon was given no C{--ready-file}
+        (events are then only counted, so that the same code runs either way).
+    """
+
+    log = Logger()
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._listenersExpected = 0
+        self._linksExpected: set[str] = set()
+        self._listening = 0
+        self._linked: set[str] = set()
+        self.isReady = False
+        self._broken = False
+
+    def expectListener(self) -> None:
+        """
+        One more listener must listen before the daemon is ready.
+        """
+        self._listenersExpected += 1
+
+    def expectLink(self, url: str) -> None:
+        """
+        The link to C{url} must have opened once before the daemon is ready.
+        """
+        self._linksExpected.add(url)
+
+    def listening(self, stage: str, host: str, port: int) -> None:
+        self._listening += 1
+        self._write({"event": "listening", "stage": stage, "host": host, "port": port})
+        self._checkReady()
+
+    def linkOpened(self, url: str) -> None:
+        self._linked.add(url)
+        self._write({"event": "link-open", "url": url})
+        self._checkReady()
+
+    def linkClosed(self, url: str) -> None:
+        self._write({"event": "link-closed", "url": url})
+
+    def _checkReady(self) -> None:
+        if self.isReady or self._listening < self._listenersExpected or not self._linksExpected <= self._linked:
+            return
+        self.isReady = True
+        self._write({"event": "ready"})
+
+    def _write(self, event: dict) -> None:
+        if self.path is None or self._broken:
+            return
+        line = json.dumps(event, separators=(",", ":")).encode("utf-8") + b"\n"
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o644)
+            os.write(self._fd, line)
+        except OSError as e:
+            self._broken = True
+            self.log.error("--ready-file {path}: {error}; no more readiness events are written",
+                           path=self.path, error=e.strerror)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def readyFileOf(options) -> ReadyFile:
+    """
+    The daemon's L{ReadyFile}, one per daemon (the all-in-one daemon's stages share it).
+    """
+    existing = getattr(options, "readyFile", None)
+    if existing is None:
+        existing = options.readyFile = ReadyFile(options.get("ready-file"))
+    return existing
