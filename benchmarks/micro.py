@@ -19,10 +19,16 @@ from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from twisted.internet.defer import succeed
+from twisted.internet.task import Clock
+
 from wsqueue import frames, wire
+from wsqueue.msgqueue import PopHandler, PushHandler
+from wsqueue.publisher import Forwarder, _Held
+from wsqueue.store.base import Entry
 from wsqueue.store.memory import MemoryStore
 from wsqueue.store.sqlite import SQLiteStore
-from wsqueue.subscriber import TopicRegistry
+from wsqueue.subscriber import QueueReader, TopicRegistry
 
 CONTENT = "x" * 100
 PUBLISH = wire.encode({"Topic": "bench.S1w", "Content": CONTENT, "Id": 12345})
@@ -51,6 +57,33 @@ def wireParsePush100() -> None:
     wire.parsePush(PUSH_BATCH)
 
 
+BATCH_ENTRIES = [[number, "bench.S1w", CONTENT] for number in range(1, 101)]
+
+
+def wirePushBatch100() -> None:
+    wire.pushBatch(BATCH_ENTRIES)
+
+
+def wireBatchEntryBytes() -> None:
+    wire.batchEntryBytes("bench.S1w", CONTENT)
+
+
+def wireDeliveryBatch100() -> None:
+    wire.deliveryBatch("0123456789abcdef", BATCH_ENTRIES)
+
+
+def wireParseDeliveries100() -> None:
+    wire.parseDeliveries(POP_BATCH)
+
+
+def wireParsePushReply() -> None:
+    wire.parsePushReply(b'{"Ack":123456}')
+
+
+def wireParseOffsetAck() -> None:
+    wire.parseOffsetAck(b'{"Ack":123456}')
+
+
 def _clientFrame(payload: bytes, key: bytes = b"\x1f\x2e\x3d\x4c") -> bytes:
     assert 126 <= len(payload) < 65536
     masked = bytes(byte ^ key[index % 4] for index, byte in enumerate(payload))
@@ -72,6 +105,110 @@ for number in range(1000):
 
 def topicLookup() -> None:
     _registry.subscribers("topic.500")
+
+
+class _Sink:
+    """A link or connection that takes every frame and drops it."""
+
+    isOpen = True
+
+    def send(self, payload: bytes) -> bool:
+        return True
+
+    def sendError(self, error: wire.WireError) -> None:
+        pass
+
+    def sendFrames(self, data: bytes) -> None:
+        pass
+
+
+EPOCH = "0123456789abcdef"
+POP_BATCH = wire.encode({"Epoch": EPOCH, "Messages": [[number, "bench.S1w", CONTENT] for number in range(1, 101)]})
+
+
+def _reader(subscribed: bool) -> Callable[[], None]:
+    """
+    The subscriber's reader taking msgqueue's batch frames of 100 messages, each
+    new to it (handed to one client, or to none).
+    """
+    registry = TopicRegistry()
+    if subscribed:
+        registry.subscribe("bench.S1w", _Sink())
+    reader = QueueReader(registry, Clock())
+    link = _Sink()
+    reader.linkOpened(link)
+
+    def received() -> None:
+        reader._recent.clear()
+        reader._recentOrder.clear()
+        reader.linkReceived(link, POP_BATCH, False)
+
+    return received
+
+
+def subscriberReceived100() -> Callable[[], None]:
+    return _reader(True)
+
+
+def subscriberReceivedUnsubscribed100() -> Callable[[], None]:
+    return _reader(False)
+
+
+def publisherFlush100() -> Callable[[], None]:
+    """
+    The publisher's forwarder sending 100 held messages to msgqueue in one batch.
+    """
+    forwarder = Forwarder(Clock())
+    forwarder.linkOpened(_Sink())
+    held = [_Held(number, "bench.S1w", CONTENT, None, number, True) for number in range(1, 101)]
+
+    def flush() -> None:
+        forwarder._unsent.extend(held)
+        forwarder._flush()
+        forwarder._inFlight.clear()
+
+    return flush
+
+
+def _popHandler(batch: bool) -> PopHandler:
+    handler = PopHandler.__new__(PopHandler)
+    handler.connection = _Sink()
+    handler.batch = batch
+    return handler
+
+
+ENTRIES = [Entry(number, "bench.S1w", CONTENT) for number in range(1, 101)]
+
+
+def msgqueueDeliverBatch100() -> Callable[[], None]:
+    handler = _popHandler(True)
+    return lambda: handler.deliver(ENTRIES, EPOCH)
+
+
+def msgqueueDeliverSingle100() -> Callable[[], None]:
+    handler = _popHandler(False)
+    return lambda: handler.deliver(ENTRIES, EPOCH)
+
+
+class _Broker:
+    """Stores nothing, at once."""
+
+    def refusal(self) -> None:
+        return None
+
+    def push(self, messages, producer, seqs):
+        return succeed([None] * len(messages))
+
+
+def msgqueuePushReceived100() -> Callable[[], None]:
+    """
+    msgqueue taking a publisher's batch of 100 and acknowledging it.
+    """
+    handler = PushHandler.__new__(PushHandler)
+    handler.connection = _Sink()
+    handler.broker = _Broker()
+    handler.producer = "bench"
+    return lambda: handler.received(PUSH_BATCH, False)
 
 
 def _storeCycle(store, batch: int) -> Callable[[], None]:
@@ -104,7 +241,19 @@ BENCHMARKS: dict[str, tuple[Callable[[], object], int, bool]] = {
     "wire.encodeDelivery (json.dumps of the dict)": (wireEncodeDelivery, 1, False),
     "wire.delivery + frames.textFrame (what the fan-out does)": (wireDelivery, 1, False),
     "wire.parsePush (per message, batch of 100)": (wireParsePush100, 100, False),
+    "wire.pushBatch (per message, batch of 100)": (wirePushBatch100, 100, False),
+    "wire.batchEntryBytes": (wireBatchEntryBytes, 1, False),
+    "wire.deliveryBatch (per message, batch of 100)": (wireDeliveryBatch100, 100, False),
+    "wire.parseDeliveries (per message, batch of 100)": (wireParseDeliveries100, 100, False),
+    "wire.parsePushReply (an Ack)": (wireParsePushReply, 1, False),
+    "wire.parseOffsetAck": (wireParseOffsetAck, 1, False),
     "frames.readFrames (per client frame, 100 per read)": (framesReadClient100, 100, False),
+    "subscriber.linkReceived (per message, batch of 100, one client)": (subscriberReceived100, 100, True),
+    "subscriber.linkReceived (per message, batch of 100, no client)": (subscriberReceivedUnsubscribed100, 100, True),
+    "publisher.flush (per message, batch of 100)": (publisherFlush100, 100, True),
+    "msgqueue.deliver batch=1 (per message, 100 entries)": (msgqueueDeliverBatch100, 100, True),
+    "msgqueue.deliver batch=0 (per message, 100 entries)": (msgqueueDeliverSingle100, 100, True),
+    "msgqueue.push received (per message, batch of 100)": (msgqueuePushReceived100, 100, True),
     "topic.lookup (1000 topics)": (topicLookup, 1, False),
     "store.memory append+read+ack (per message, batches of 100)": (storeMemory100, 100, True),
     "store.sqlite append+read+ack (per message, batches of 100, fsync)": (storeSqlite100, 100, True),

@@ -6,8 +6,6 @@ msgqueue answers.
 
 from __future__ import annotations
 
-import json
-
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
@@ -44,7 +42,7 @@ class StandInPush(EndpointHandler):
             self.ack(batch[-1]["Id"])
 
     def ack(self, upTo) -> None:
-        self.connection.sendMessage(json.dumps({"Ack": upTo}).encode())
+        self.connection.sendMessage(wire.ack(upTo))
 
 
 class StandInPop(EndpointHandler):
@@ -56,20 +54,20 @@ class StandInPop(EndpointHandler):
         super().__init__(connection, request)
         self.queue = queue
         self.request = request
-        self.acks: list[int] = []
+        self.acks: list[int | wire.WireError] = []
 
     def opened(self) -> None:
         self.queue.poppers.append(self)
 
     def received(self, payload: bytes, isBinary: bool) -> None:
-        self.acks.append(json.loads(payload)["Ack"])
+        # A bad ack shows in the list as the WireError it parses to.
+        self.acks.append(wire.parseOffsetAck(payload, isBinary))
 
-    def deliverBatch(self, messages: list[tuple[int, str, str]], epoch: str = "e1") -> None:
-        self.connection.sendMessage(json.dumps({"Epoch": epoch, "Messages": messages}).encode())
+    def deliverBatch(self, messages: list[list], epoch: str = "e1") -> None:
+        self.connection.sendMessage(wire.deliveryBatch(epoch, messages))
 
     def deliver(self, topic: str, content: str, offset: int, epoch: str = "e1") -> None:
-        frame = {"Topic": topic, "Content": content, "Offset": offset, "Epoch": epoch}
-        self.connection.sendMessage(json.dumps(frame).encode())
+        self.connection.sendMessage(wire.delivery(topic, content, offset, epoch))
 
 
 class StandInQueue:

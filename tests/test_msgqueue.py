@@ -14,12 +14,14 @@ from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from wsqueue import wire
 from wsqueue.auth import basicHeader, makeAuthenticator
 from wsqueue.broker import FULL_MESSAGE, QueueBroker
 from wsqueue.certs import makeDevelopmentCertificates
 from wsqueue.link import HandshakeFailed
-from wsqueue.msgqueue import PusherFlow, makeMsgQueueFactory
+from wsqueue.msgqueue import BATCH_FRAME_BYTES, PopHandler, PusherFlow, makeMsgQueueFactory
 from wsqueue.server import Limits
+from wsqueue.store.base import Entry
 from wsqueue.store.memory import MemoryStore
 from wsqueue.tap import msgqueue as msgqueueTap
 
@@ -464,3 +466,57 @@ class FailingStoreTests(TestCase):
         errors = [e for e in events if e["log_level"] == LogLevel.error and "storing" in e["log_format"]]
         self.assertEqual(len(errors), 1)
         self.assertEqual(errors[0]["error"], "OSError: disk full")
+
+
+class _Sent:
+    """A consumer's connection that records what msgqueue sends it."""
+
+    peer = "tcp:127.0.0.1:1"
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def send(self, payload: bytes) -> None:
+        self.frames.append(payload)
+
+
+class _Request:
+    def __init__(self, **params: str) -> None:
+        self.params = {name: [value] for name, value in params.items()}
+
+
+class DeliveryFrameTests(SynchronousTestCase):
+    """
+    The frames L{PopHandler.deliver} sends, byte for byte: subscribers of other
+    versions read them.
+    """
+
+    def deliver(self, entries: list[Entry], **params: str) -> list[bytes]:
+        connection = _Sent()
+        PopHandler(connection, _Request(**params), None).deliver(entries, "ep")
+        return connection.frames
+
+    def test_single(self) -> None:
+        """
+        Without batch=1, each message is its own {"Topic", "Content", "Offset", "Epoch"}.
+        """
+        entries = [Entry(1, "t", "a"), Entry(2, "u\u00e9", 'q"\n', deliveries=3)]
+        self.assertEqual(self.deliver(entries), [
+            wire.encode({"Topic": "t", "Content": "a", "Offset": 1, "Epoch": "ep"}),
+            wire.encode({"Topic": "u\u00e9", "Content": 'q"\n', "Offset": 2, "Epoch": "ep"}),
+        ])
+
+    def test_batch(self) -> None:
+        """
+        With batch=1, messages go as {"Epoch", "Messages": [[offset, topic, content],
+        ...]} (the delivery count is not sent), a frame ending with the message that
+        brings its estimated size to BATCH_FRAME_BYTES.
+        """
+        content = "x" * 1000
+        perFrame = -(-BATCH_FRAME_BYTES // wire.batchEntryBytes("t", content))
+        entries = [Entry(offset, "t", content, deliveries=2) for offset in range(1, 2 * perFrame + 2)]
+        frames = self.deliver(entries, batch="1")
+        expected = [[[entry.offset, entry.topic, entry.content] for entry in part]
+                    for part in (entries[:perFrame], entries[perFrame : 2 * perFrame], entries[2 * perFrame :])]
+        self.assertEqual(frames, [wire.encode({"Epoch": "ep", "Messages": messages}) for messages in expected])
+        self.assertEqual(self.deliver([Entry(7, "t", "\u00e9")], batch="1"), [b'{"Epoch":"ep","Messages":[[7,"t","\xc3\xa9"]]}'])

@@ -370,9 +370,31 @@ class ForwarderTests(TestCase):
                 self.assertLessEqual(len(frame), 1000)
         self.assertIn(["b" * 2000], [[content for _, _, content in batch] for batch in batches])
 
+    def test_batchesWithinMessageSizeWhenEscaped(self) -> None:
+        """
+        Text that JSON escapes (quotes, control characters: up to 6 bytes for one)
+        is longer than the size estimate: the batch is checked once encoded and cut
+        until it fits, so that msgqueue never closes the link for a frame that would
+        be resent after every reconnect.  Nothing is lost or reordered, and the
+        messages taken back out are sent as well.
+        """
+        forwarder = Forwarder(self.clock, batchBytes=1000)
+        link = FakeLink()
+        forwarder.linkOpened(link)
+        contents = ['"' * 300] * 3 + ["\x01" * 150] * 5 + ["plain"] * 3
+        for content in contents:
+            forwarder.submit(wire.Message("t", content, None, False), self.client)
+        self.clock.advance(0)
+        self.assertEqual([len(frame) <= 1000 for frame in link.sent], [True] * len(link.sent))
+        batches = [json.loads(frame)["Messages"] for frame in link.sent]
+        self.assertEqual([content for batch in batches for _, _, content in batch], contents)
+        self.assertEqual([seq for batch in batches for seq, _, _ in batch], list(range(1, len(contents) + 1)))
+        self.assertEqual([held.seq for held in forwarder._inFlight], list(range(1, len(contents) + 1)))
+
     def test_unexpectedFrames(self) -> None:
         """
-        Frames from msgqueue that are neither Ack nor Error are logged, not fatal.
+        Frames from msgqueue that are neither Ack nor Error are logged, not fatal;
+        an Error without an integer Id matches no message and is logged too.
         """
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         link = FakeLink()
@@ -380,6 +402,21 @@ class ForwarderTests(TestCase):
         self.forwarder.linkReceived(link, b"garbage", False)
         self.forwarder.linkReceived(link, b'{"Error": "general"}', False)
         self.assertEqual([e["log_level"] for e in events], [LogLevel.error, LogLevel.error])
+
+    def test_mistypedReplies(self) -> None:
+        """
+        An Ack that is not an integer, an Error that is not a string (or has no
+        UTF-8 form) are unexpected frames: logged, nothing acknowledged or refused.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        link = FakeLink()
+        self.forwarder.linkOpened(link)
+        self.submit(2)
+        self.clock.advance(0)
+        for payload in [b'{"Ack": true}', b'{"Ack": "2"}', b'{"Error": 5, "Id": 1}', b'{"Error": "\\ud800", "Id": 1}']:
+            self.forwarder.linkReceived(link, payload, False)
+        self.assertEqual((self.forwarder.held, self.client.acks, self.client.errors), (2, [], []))
+        self.assertEqual([e["log_format"] for e in events], ["unexpected frame from msgqueue: {frame!r}"] * 4)
 
     def test_drain(self) -> None:
         """

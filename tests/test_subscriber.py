@@ -354,3 +354,49 @@ class AckPacingTests(SynchronousTestCase):
         self.assertEqual(self.link.sent, [{"Ack": 2}])
         self.assertEqual([offset for offset, _ in client.received], [1, 2])
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class MistypedFrameTests(SynchronousTestCase):
+    """
+    A frame from msgqueue whose fields have the wrong types is an unexpected frame:
+    logged, nothing handed out or acknowledged, never an exception.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.reader = QueueReader(TopicRegistry(), self.clock)
+        self.link = _FakeLink()
+        self.reader.linkOpened(self.link)
+        self.client = _RecordingClient()
+        self.reader.registry.subscribe("t", self.client)
+
+    def test_mistyped(self) -> None:
+        """
+        Offsets that are not integers, topics and contents that are not strings (or
+        have no UTF-8 form), entries that are not three long, a missing epoch: each
+        is logged once; the good frame after them is delivered and acknowledged.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        bad = [
+            b'{"Epoch": "e1", "Messages": [["1", "t", "x"]]}',
+            b'{"Epoch": "e1", "Messages": [[true, "t", "x"]]}',
+            b'{"Epoch": "e1", "Messages": [[1, ["t"], "x"]]}',
+            b'{"Epoch": "e1", "Messages": [[1, {"t": 1}, "x"]]}',
+            b'{"Epoch": "e1", "Messages": [[1, "t", 5]]}',
+            b'{"Epoch": "e1", "Messages": [[1, "t", "\\ud800"]]}',
+            b'{"Epoch": "e1", "Messages": [[1, "t"]]}',
+            b'{"Epoch": "e1", "Messages": "x"}',
+            b'{"Epoch": ["e1"], "Messages": [[1, "t", "x"]]}',
+            b'{"Messages": [[1, "t", "x"]]}',
+            b'{"Epoch": "e1", "Topic": "t", "Content": "x", "Offset": 1.5}',
+            b'{"Epoch": "e1", "Topic": "t", "Content": null, "Offset": 1}',
+        ]
+        for payload in bad:
+            self.reader.linkReceived(self.link, payload, False)
+        self.clock.advance(1)
+        self.assertEqual((self.client.received, self.link.sent, self.reader.epoch), ([], [], None))
+        self.assertEqual([e["log_format"] for e in events], ["unexpected frame from msgqueue: {frame!r}"] * len(bad))
+        self.reader.linkReceived(self.link, b'{"Epoch": "e1", "Messages": [[1, "t", "x"]]}', False)
+        self.clock.advance(1)
+        self.assertEqual([offset for offset, _ in self.client.received], [1])
+        self.assertEqual(self.link.sent, [{"Ack": 1}])

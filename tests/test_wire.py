@@ -4,16 +4,24 @@ Tests for L{wsqueue.wire}: the frame format every endpoint parses and emits.
 Parsing must never raise: whatever a client sends becomes a L{Message}, a
 L{Subscription} or a L{WireError} value, and errors carry the request's C{Id}
 whenever it could be read so that the client can match them.
+
+The frames between the stages are tested here too, each encoder with its parser:
+round trips, the exact bytes (a contract between daemons of different versions),
+refusal of anything else, and a property test per parser.
 """
 
 from __future__ import annotations
 
 import json
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from wsqueue import wire
-from wsqueue.wire import MAX_ID_LENGTH, MAX_TOPIC_LENGTH, Message, Subscription, WireError
+from wsqueue.wire import MAX_ID_LENGTH, MAX_TOPIC_LENGTH, Acked, Deliveries, Message, Refused, Subscription, WireError
+
+from .test_fuzz import SURROGATES, _dumps, bounded, fieldValues, payloads, text
 
 
 def frame(obj: object) -> bytes:
@@ -512,3 +520,350 @@ class EncodeTests(SynchronousTestCase):
         """
         error = wire.parsePublish(frame({"Topic": "", "Content": "c", "Id": "abc"}))
         self.assertEqual(json.loads(error.encode()), {"Error": "Topic must not be empty", "Id": "abc"})
+
+
+# -- Between the stages ---------------------------------------------------------------
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+"""Nested past the recursion limit: json.loads raises RecursionError on it."""
+
+
+class PushBatchTests(SynchronousTestCase):
+    """
+    publisher -> msgqueue: L{wire.pushBatch} read by L{wire.parsePush}, and the size
+    estimate both stages cut their batches with, L{wire.batchEntryBytes}.
+    """
+
+    def test_bytes(self) -> None:
+        """
+        The batch is one compact JSON object, text as UTF-8, no keys per message.
+        """
+        self.assertEqual(
+            wire.pushBatch([[1, "t", "a"], [2, "u", "\u00e9"]]), '{"Messages":[[1,"t","a"],[2,"u","\u00e9"]]}'.encode()
+        )
+
+    def test_roundTrip(self) -> None:
+        """
+        Every entry comes back as a Message carrying its sequence number as its Id,
+        whatever its text holds.
+        """
+        entries = [[1, "t", "a"], [2, "t\u00e9", 'q"uo\\te\n\x00\u2028 \U0001f600'], [3, "x", ""]]
+        self.assertEqual(
+            wire.parsePush(wire.pushBatch(entries)), [Message(topic, content, seq, True) for seq, topic, content in entries]
+        )
+
+    def test_badEntries(self) -> None:
+        """
+        An entry that is not [Id, Topic, Content] with a valid topic and a string
+        content is refused on its own (with its Id when it has one); the others are read.
+        """
+        result = wire.parsePush(frame({"Messages": [[1, "t"], "x", [2, "a b", "c"], [3, "t", 4], [4, "t", "ok"]]}))
+        self.assertEqual(result, [
+            WireError("each entry of Messages must be [Id, Topic, Content]"),
+            WireError("each entry of Messages must be [Id, Topic, Content]"),
+            WireError("Topic must not contain whitespace or control characters", 2, True),
+            WireError("Content must be a string", 3, True),
+            Message("t", "ok", 4, True),
+        ])
+        for bad in ({"Messages": []}, {"Messages": "x"}, []):
+            self.assertIsInstance(wire.parsePush(frame(bad)), WireError)
+        self.assertEqual(wire.parsePush(b'{"Messages": [[1, "t", ' + DEEP + b"]]}"), WireError("frame is nested too deeply"))
+
+    def test_entryBytesExactOrOver(self) -> None:
+        """
+        Without escapes, a batch frame is never longer than its empty frame plus the
+        estimate of each entry, for the largest numbers a stage uses and for text of
+        1 to 4 UTF-8 bytes per character; for ASCII it is close to exact.
+        """
+        empty = len(wire.pushBatch([]))
+        for topic, content in [("t", ""), ("news.sport", "x" * 1000), ("t\u00e9", "\u00e9" * 50),
+                               ("\u2603", "\u2603\U0001f600" * 40)]:
+            entries = [[2**63 - 1, topic, content]] * 3
+            estimate = sum(wire.batchEntryBytes(topic, content) for _ in entries)
+            self.assertLessEqual(len(wire.pushBatch(entries)) - empty, estimate, (topic, content))
+        self.assertEqual(wire.batchEntryBytes("t", "x" * 1000), 1001 + wire.BATCH_ENTRY_SLACK)
+
+    def test_entryBytesUnderForEscapes(self) -> None:
+        """
+        Escapes are not counted (so that ASCII text costs two len() calls): a sender
+        that must stay within a limit checks the encoded frame too (the publisher does).
+        """
+        content = '"' * 100 + "\x00" * 100
+        self.assertGreater(len(wire.pushBatch([[1, "t", content]])), wire.batchEntryBytes("t", content))
+
+
+class PushReplyTests(SynchronousTestCase):
+    """
+    msgqueue -> publisher: L{wire.ack} and L{WireError.encode} read by
+    L{wire.parsePushReply}.
+    """
+
+    refusal = WireError('expected {"Ack": seq} or {"Error": reason, "Id": seq}')
+
+    def test_roundTrip(self) -> None:
+        """
+        An Ack gives its number; an Error its reason and number, or no number when
+        it has no integer Id.
+        """
+        self.assertEqual(wire.parsePushReply(wire.ack(7)), Acked(7))
+        self.assertEqual(wire.parsePushReply(wire.ack(2**70)), Acked(2**70))
+        self.assertEqual(wire.parsePushReply(WireError("disk full", 7, True).encode()), Refused("disk full", 7))
+        self.assertEqual(wire.parsePushReply(WireError("\u00e9 bad").encode()), Refused("\u00e9 bad", None))
+        for requestId in ["7", 7.0, None, True]:
+            self.assertEqual(
+                wire.parsePushReply(WireError("no", requestId, True).encode()), Refused("no", None), requestId
+            )
+
+    def test_ackWins(self) -> None:
+        """
+        A frame with an integer Ack is an Ack, whatever else it holds.
+        """
+        self.assertEqual(wire.parsePushReply(b'{"Ack": 3, "Error": "x"}'), Acked(3))
+
+    def test_refused(self) -> None:
+        """
+        An Ack that is not an integer (booleans are not), an Error that is not a
+        string or has no UTF-8 form, and what is not a JSON object are WireErrors.
+        """
+        for payload in [b'{"Ack": "3"}', b'{"Ack": true}', b'{"Ack": 3.0}', b'{"Ack": null}', b"{}",
+                        b'{"Error": 5, "Id": 1}', b'{"Error": ["x"]}', b'{"Error": "\\ud800", "Id": 1}']:
+            self.assertEqual(wire.parsePushReply(payload), self.refusal, payload)
+        self.assertEqual(wire.parsePushReply(b"garbage"), WireError("frame is not valid JSON"))
+        self.assertEqual(wire.parsePushReply(b"[1]"), WireError("frame must be a JSON object"))
+        self.assertIsInstance(wire.parsePushReply(wire.ack(1), isBinary=True), WireError)
+        self.assertEqual(wire.parsePushReply(b'{"Error": ' + DEEP + b"}"), WireError("frame is nested too deeply"))
+
+
+class DeliveriesTests(SynchronousTestCase):
+    """
+    msgqueue -> subscriber: L{wire.deliveryBatch} and L{wire.delivery} read by
+    L{wire.parseDeliveries}.
+    """
+
+    def assertRefused(self, payload: bytes) -> None:
+        result = wire.parseDeliveries(payload)
+        self.assertIsInstance(result, WireError, payload)
+
+    def test_batchBytes(self) -> None:
+        """
+        The batch frame is what encoding the dict gives, C{Epoch} first.
+        """
+        messages = [[1, "t", "a"], [2, "u", "\u00e9\n"]]
+        self.assertEqual(wire.deliveryBatch("e1", messages), wire.encode({"Epoch": "e1", "Messages": messages}))
+        self.assertEqual(wire.deliveryBatch("e1", [(1, "t", "a")]), b'{"Epoch":"e1","Messages":[[1,"t","a"]]}')
+
+    def test_roundTrip(self) -> None:
+        """
+        A batch and a single message come back as the epoch and [offset, topic,
+        content] entries, in order, whatever the text holds.
+        """
+        messages = [[1, "t", "a"], [2, "t\u00e9", 'q"uo\\te\n\x00\u2028 \U0001f600'], [2**62, "x", ""]]
+        self.assertEqual(wire.parseDeliveries(wire.deliveryBatch("e\u00e9", messages)), Deliveries("e\u00e9", messages))
+        self.assertEqual(wire.parseDeliveries(wire.delivery("t", "c\u00e9", 5, "e1")), Deliveries("e1", [[5, "t", "c\u00e9"]]))
+        self.assertEqual(wire.parseDeliveries(wire.deliveryBatch("e1", [])), Deliveries("e1", []))
+
+    def test_badEpoch(self) -> None:
+        """
+        The epoch must be a string with a UTF-8 form, in both forms.
+        """
+        for epoch in [b"", b'"Epoch": 5, ', b'"Epoch": null, ', b'"Epoch": ["e"], ', b'"Epoch": "\\udc00", ']:
+            self.assertRefused(b"{" + epoch + b'"Messages": [[1, "t", "c"]]}')
+            self.assertRefused(b"{" + epoch + b'"Topic": "t", "Content": "c", "Offset": 1}')
+
+    def test_badMessages(self) -> None:
+        """
+        Messages must be a list of [int, str, str] (no booleans, no floats, strings
+        with a UTF-8 form); one bad entry refuses the frame.
+        """
+        for messages in [b'"x"', b"{}", b"null", b'[[1, "t"]]', b'[[1, "t", "c", 4]]', b'["abc"]', b'[{"a": 1, "b": 2, "c": 3}]',
+                         b'[1]', b'[null]', b'[["1", "t", "c"]]', b'[[true, "t", "c"]]', b'[[1.0, "t", "c"]]',
+                         b'[[1, 2, "c"]]', b'[[1, "t", ["c"]]]', b'[[1, "t", null]]', b'[[1, "\\ud800", "c"]]',
+                         b'[[1, "t", "c\\udfff"]]', b'[[1, "t", "c"], [2, "t"]]']:
+            self.assertRefused(b'{"Epoch": "e1", "Messages": ' + messages + b"}")
+
+    def test_badSingleMessage(self) -> None:
+        """
+        A single message must have an integer Offset and string Topic and Content.
+        """
+        for fields in [b'"Topic": "t", "Content": "c"', b'"Topic": "t", "Offset": 1', b'"Content": "c", "Offset": 1',
+                       b'"Topic": "t", "Content": "c", "Offset": "1"', b'"Topic": 1, "Content": "c", "Offset": 1',
+                       b'"Topic": "t", "Content": {}, "Offset": 1', b'"Topic": "t", "Content": "\\ud800", "Offset": 1']:
+            self.assertRefused(b'{"Epoch": "e1", ' + fields + b"}")
+
+    def test_notAFrame(self) -> None:
+        """
+        What is not a JSON object, a binary frame and deep nesting are WireErrors.
+        """
+        for payload in [b"", b"garbage", b"[]", b'"x"', b"\xff", b'{"Epoch": "e1", "Messages": ' + DEEP + b"}"]:
+            self.assertRefused(payload)
+        self.assertIsInstance(wire.parseDeliveries(wire.delivery("t", "c", 1, "e1"), isBinary=True), WireError)
+
+
+class OffsetAckTests(SynchronousTestCase):
+    """
+    subscriber -> msgqueue: L{wire.ack} read by L{wire.parseOffsetAck}.
+    """
+
+    def test_roundTrip(self) -> None:
+        """
+        An ack gives back its offset.
+        """
+        for offset in [0, 1, 2**62, -1]:
+            self.assertEqual(wire.parseOffsetAck(wire.ack(offset)), offset)
+
+    def test_refused(self) -> None:
+        """
+        Anything but an object with an integer Ack is the one Error msgqueue sends back.
+        """
+        expected = WireError('expected {"Ack": offset}')
+        for payload in [b'{"Ack": "one"}', b'{"Ack": true}', b'{"Ack": 1.0}', b'{"Ack": null}', b"{}", b"[1]", b"5",
+                        b"garbage", b"\xff", b'{"Ack": ' + DEEP + b"}", DEEP]:
+            self.assertEqual(wire.parseOffsetAck(payload), expected, payload)
+        self.assertEqual(wire.parseOffsetAck(wire.ack(1), isBinary=True), expected)
+
+
+# Property tests: strategies from tests/test_fuzz.py, and frames shaped like the links'.
+
+sendableText = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
+"""Text with a UTF-8 form (no lone surrogates)."""
+offsets = st.integers(min_value=0, max_value=2**63 - 1)
+
+
+faults = st.one_of(
+    st.tuples(sendableText, st.sampled_from(SURROGATES), sendableText).map("".join), text, fieldValues
+)
+"""What replaces a good field: text with a lone surrogate, any text, any JSON value, deep nesting."""
+binary = st.integers(0, 7).map(lambda number: number == 0)
+"""A binary frame one time in eight (a parser refuses it outright)."""
+
+
+@st.composite
+def linkObjects(draw) -> dict:
+    """
+    A frame between the stages as a stage sends it (a delivery batch or single
+    message, an Ack, an Error), valid one time in three; else with one field, entry
+    or entry item replaced by any value (surrogates, nesting, wrong types) or removed.
+    """
+    kind = draw(st.sampled_from(["batch", "single", "ack", "error"]))
+    if kind == "batch":
+        entries = st.tuples(offsets, sendableText, sendableText).map(list)
+        obj: dict = {"Epoch": draw(sendableText), "Messages": draw(st.lists(entries, max_size=4))}
+    elif kind == "single":
+        obj = {"Topic": draw(sendableText), "Content": draw(sendableText), "Offset": draw(offsets), "Epoch": draw(sendableText)}
+    elif kind == "ack":
+        obj = {"Ack": draw(offsets)}
+    else:
+        obj = {"Error": draw(sendableText), "Id": draw(offsets)}
+    if draw(st.integers(0, 2)):
+        slots: list[tuple] = [(obj, key) for key in obj]
+        for entry in obj.get("Messages", []):
+            slots.append((obj["Messages"], obj["Messages"].index(entry)))
+            slots.extend((entry, index) for index in range(3))
+        container, slot = draw(st.sampled_from(slots))
+        if isinstance(container, dict) and not draw(st.integers(0, 3)):
+            del container[slot]
+        else:
+            container[slot] = draw(faults)
+    return obj
+
+
+@st.composite
+def linkPayloads(draw) -> bytes:
+    """
+    A link frame's bytes (C{\\u} escapes or raw UTF-8, surrogates passed through):
+    one of L{linkObjects} three times in four, else any frame a client could send.
+    """
+    if not draw(st.integers(0, 3)):
+        return draw(payloads())
+    return _dumps(draw(linkObjects()), ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")
+
+
+class LinkParserFuzzTests(SynchronousTestCase):
+    """
+    Each parser of a frame between the stages returns a value for any bytes, never
+    raises, and what it returns can be used (echoed, sent on to clients) without
+    raising either; and each encoder's frames parse back to what was encoded.
+    """
+
+    @bounded
+    @given(linkPayloads(), binary)
+    def test_parseDeliveries(self, payload: bytes, isBinary: bool) -> None:
+        """
+        Deliveries hold a string epoch and [int, str, str] entries that encode to a
+        client's frame and to an ack; anything else is a WireError.
+        """
+        result = wire.parseDeliveries(payload, isBinary)
+        if isinstance(result, WireError):
+            json.loads(result.encode())
+            return
+        self.assertIsInstance(result, Deliveries)
+        self.assertIs(type(result.epoch), str)
+        json.loads(wire.deliveryBatch(result.epoch, result.messages))
+        for offset, topic, content in result.messages:
+            self.assertEqual((type(offset), type(topic), type(content)), (int, str, str))
+            json.loads(wire.delivery(topic, content, offset, result.epoch))
+            json.loads(wire.ack(offset))
+
+    @bounded
+    @given(linkPayloads(), binary)
+    def test_parsePushReply(self, payload: bytes, isBinary: bool) -> None:
+        """
+        A reply is an Ack with an integer, a refusal whose reason can be passed on to
+        the client in an Error, or a WireError.
+        """
+        result = wire.parsePushReply(payload, isBinary)
+        if isinstance(result, Acked):
+            self.assertIs(type(result.upTo), int)
+        elif isinstance(result, Refused):
+            self.assertIn(type(result.seq), (int, type(None)))
+            json.loads(WireError(result.reason, "client-id", True).encode())
+        else:
+            self.assertIsInstance(result, WireError)
+            json.loads(result.encode())
+
+    @bounded
+    @given(linkPayloads(), binary)
+    def test_parseOffsetAck(self, payload: bytes, isBinary: bool) -> None:
+        """
+        An offset ack is an integer or the one WireError.
+        """
+        result = wire.parseOffsetAck(payload, isBinary)
+        if isinstance(result, WireError):
+            self.assertEqual(result, WireError('expected {"Ack": offset}'))
+        else:
+            self.assertIs(type(result), int)
+
+    @bounded
+    @given(sendableText, st.lists(st.tuples(offsets, sendableText, sendableText).map(list), max_size=5))
+    def test_deliveriesRoundTrip(self, epoch: str, messages: list[list]) -> None:
+        """
+        Any batch and any single message parse back to what was encoded.
+        """
+        self.assertEqual(wire.parseDeliveries(wire.deliveryBatch(epoch, messages)), Deliveries(epoch, messages))
+        for offset, topic, content in messages:
+            self.assertEqual(wire.parseDeliveries(wire.delivery(topic, content, offset, epoch)),
+                             Deliveries(epoch, [[offset, topic, content]]))
+
+    @bounded
+    @given(offsets, sendableText)
+    def test_repliesRoundTrip(self, number: int, reason: str) -> None:
+        """
+        Acks and Errors parse back to their number and reason, for both readers.
+        """
+        self.assertEqual(wire.parsePushReply(wire.ack(number)), Acked(number))
+        self.assertEqual(wire.parseOffsetAck(wire.ack(number)), number)
+        self.assertEqual(wire.parsePushReply(WireError(reason, number, True).encode()), Refused(reason, number))
+
+    @bounded
+    @given(st.lists(st.tuples(offsets, st.sampled_from(["t", "news.sport", "t\u00e9"]), sendableText).map(list),
+                    min_size=1, max_size=5))
+    def test_pushBatchRoundTrip(self, entries: list[list]) -> None:
+        """
+        A publisher's batch parses back to its messages, numbered; and within the
+        size estimate when its text has nothing to escape.
+        """
+        self.assertEqual(wire.parsePush(wire.pushBatch(entries)),
+                         [Message(topic, content, seq, True) for seq, topic, content in entries])
+        if not any(character in content for _, _, content in entries for character in '"\\' + "".join(map(chr, range(32)))):
+            estimate = sum(wire.batchEntryBytes(topic, content) for _, topic, content in entries)
+            self.assertLessEqual(len(wire.pushBatch(entries)) - len(wire.pushBatch([])), estimate)

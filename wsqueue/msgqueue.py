@@ -16,7 +16,10 @@ answers C{{"Ack": offset}}, which acknowledges that offset and everything delive
 to it before (cumulative in delivery order), and has at most C{--max-in-flight} messages
 unacknowledged; what it has not acknowledged when it leaves goes to the next consumer
 of its group.  With C{ack=none} (the default, what the Go subscriber did) a message
-counts as done once written.
+counts as done once written.  With C{batch=1} messages go out many to a frame.
+
+Every frame on both endpoints is encoded and parsed in L{wsqueue.wire}, which
+documents each one ("Between the stages"); this module only decides when to send them.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ from wsqueue.store.base import Entry
 _consumerNumbers = itertools.count(1)
 
 BATCH_FRAME_BYTES = 32 * 1024
-"""About how much one batch frame to a C{batch=1} consumer carries."""
+"""About how much one batch frame to a C{batch=1} consumer carries, as estimated by
+L{wire.batchEntryBytes} (a frame ends with the message that reaches it)."""
 
 
 def _param(request: ConnectionRequest, name: str, default: str) -> str:
@@ -173,31 +177,29 @@ class PopHandler(EndpointHandler):
         self.broker.removeConsumer(self)
 
     def deliver(self, entries: list[Entry], epoch: str) -> None:
+        send = self.connection.send
         if self.batch:
-            # Frames of at most about BATCH_FRAME_BYTES: the subscriber writes a whole
+            # Frames of about BATCH_FRAME_BYTES: the subscriber writes a whole
             # frame's messages to its clients in one go, and a burst far larger than
             # a socket read would look like a slow consumer to --max-client-buffer.
             messages: list = []
             size = 0
             for entry in entries:
-                messages.append([entry.offset, entry.topic, entry.content])
-                size += len(entry.topic) + len(entry.content) + 16
+                messages.append(entry[:3])  # (offset, topic, content): a JSON array
+                size += wire.batchEntryBytes(entry.topic, entry.content)
                 if size >= BATCH_FRAME_BYTES:
-                    self.connection.send(wire.encode({"Epoch": epoch, "Messages": messages}))
+                    send(wire.deliveryBatch(epoch, messages))
                     messages, size = [], 0
             if messages:
-                self.connection.send(wire.encode({"Epoch": epoch, "Messages": messages}))
+                send(wire.deliveryBatch(epoch, messages))
             return
         for entry in entries:
-            self.connection.send(
-                wire.encode({"Topic": entry.topic, "Content": entry.content, "Offset": entry.offset, "Epoch": epoch})
-            )
+            send(wire.delivery(entry.topic, entry.content, entry.offset, epoch))
 
     def received(self, payload: bytes, isBinary: bool) -> None:
-        obj = wire.decodeJSON(payload) if not isBinary else None
-        upTo = obj.get("Ack") if isinstance(obj, dict) else None
-        if not isinstance(upTo, int) or isinstance(upTo, bool):
-            self.connection.sendError(wire.WireError('expected {"Ack": offset}'))
+        upTo = wire.parseOffsetAck(payload, isBinary)
+        if isinstance(upTo, wire.WireError):
+            self.connection.sendError(upTo)
             return
         if not self.explicitAck:
             self.connection.sendError(wire.WireError("this consumer joined with ack=none; acks are not needed"))

@@ -8,6 +8,9 @@ that after a reconnect it resends whatever was not acknowledged (msgqueue skips
 numbers it already has).  It holds at most C{--max-buffered} messages: at that bound
 every publishing client is paused by TCP flow control, and a message that still
 arrives past a small overshoot is refused with an C{Error}, never dropped silently.
+
+The frames to and from msgqueue (the batch, its Ack and Error replies) are encoded and
+parsed in L{wsqueue.wire}, which documents each one ("Between the stages").
 """
 
 from __future__ import annotations
@@ -27,18 +30,9 @@ from wsqueue.server import EndpointHandler, Limits, StageServerFactory, StageSer
 
 BATCH_MESSAGES = 1000
 BATCH_BYTES = 256 * 1024
-BATCH_ENTRY_SLACK = 32
 DEFAULT_PAUSE_LIMIT = 10.0
 """Seconds publishing clients stay paused (half the default ping interval) before
 their messages are refused with an Error instead."""
-"""What one message adds to a batch frame besides its text: brackets, quotes, its number."""
-
-
-def _utf8Bound(text: str) -> int:
-    """
-    At most how many bytes C{text} takes in UTF-8 (exact for ASCII, the common case).
-    """
-    return len(text) if text.isascii() else 4 * len(text)
 
 
 class _Held:
@@ -64,8 +58,8 @@ class Forwarder(LinkOwner):
     Carries published messages to msgqueue in order, in batches, until acknowledged.
 
     @ivar producerName: this process's name towards msgqueue's de-duplication.
-    @ivar batchBytes: about the most message text one frame to msgqueue carries; it
-        must stay within msgqueue's C{--max-message-size} (a bigger message goes alone).
+    @ivar batchBytes: the most bytes one frame to msgqueue carries; it must stay
+        within msgqueue's C{--max-message-size} (a bigger message goes alone).
     """
 
     log = Logger()
@@ -173,13 +167,23 @@ class Forwarder(LinkOwner):
             size = 0
             while unsent and len(batch) < BATCH_MESSAGES:
                 held = unsent[0]
-                size += _utf8Bound(held.topic) + _utf8Bound(held.content) + BATCH_ENTRY_SLACK
+                size += wire.batchEntryBytes(held.topic, held.content)
                 if batch and size > self.batchBytes:
                     break
                 unsent.popleft()
                 batch.append([held.seq, held.topic, held.content])
                 inFlight.append(held)
-            self._link.send(wire.encode({"Messages": batch}))
+            frame = wire.pushBatch(batch)
+            while len(frame) > self.batchBytes and len(batch) > 1:
+                # Escaped text (quotes, control characters) is longer than estimated:
+                # a frame past msgqueue's limit would close the link, and be resent
+                # after every reconnect.  Put the second half back.
+                keep = len(batch) // 2
+                for _ in range(len(batch) - keep):
+                    unsent.appendleft(inFlight.pop())
+                del batch[keep:]
+                frame = wire.pushBatch(batch)
+            self._link.send(frame)
 
     def linkOpened(self, link: LinkProtocol) -> None:
         super().linkOpened(link)
@@ -190,11 +194,11 @@ class Forwarder(LinkOwner):
         self._scheduleFlush()
 
     def linkReceived(self, link: LinkProtocol, payload: bytes, isBinary: bool) -> None:
-        reply = wire.decodeJSON(payload)
-        if isinstance(reply, dict) and isinstance(reply.get("Ack"), int):
-            self._acked(reply["Ack"])
-        elif isinstance(reply, dict) and "Error" in reply:
-            self._refused(str(reply["Error"]), reply.get("Id"))
+        reply = wire.parsePushReply(payload, isBinary)
+        if isinstance(reply, wire.Acked):
+            self._acked(reply.upTo)
+        elif isinstance(reply, wire.Refused):
+            self._refused(reply.reason, reply.seq)
         else:
             self.unexpectedFrame(payload)
 
@@ -232,7 +236,7 @@ class Forwarder(LinkOwner):
         self._checkRoom()
         self._checkDrained()
 
-    def _refused(self, reason: str, seq: object) -> None:
+    def _refused(self, reason: str, seq: int | None) -> None:
         for held in self._inFlight:
             if held.seq == seq:
                 self._inFlight.remove(held)

@@ -9,11 +9,13 @@ its clients); nothing waits for any client, so a slow one does not hold up the
 others.  The reader acknowledges offsets to msgqueue once it has handed a message to
 its clients' connections, and drops an offset it has recently handled (a redelivery
 after a reconnect), so clients see each message once; a new store epoch starts over.
+
+The frames from and to msgqueue (deliveries, acknowledgements) are encoded and parsed
+in L{wsqueue.wire}, which documents each one ("Between the stages").
 """
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from dataclasses import replace
 
@@ -113,25 +115,24 @@ class QueueReader(LinkOwner):
                 self.log.info("stopping: leaving what msgqueue still sends unacknowledged, for the group's next reader")
             self.ignoredWhileStopping += 1
             return
-        try:
-            frame = json.loads(payload)
-            epoch = frame["Epoch"]
-            if "Messages" in frame:
-                batch = [(offset, topic, content) for offset, topic, content in frame["Messages"]]
-            else:
-                batch = [(frame["Offset"], frame["Topic"], frame["Content"])]
-        except (ValueError, TypeError, KeyError, RecursionError):
+        frame = wire.parseDeliveries(payload, isBinary)
+        if isinstance(frame, wire.WireError):
             self.unexpectedFrame(payload)
             return
+        epoch, batch = frame.epoch, frame.messages
         self._checkEpoch(epoch)
         subscribers = self.registry.subscribers
+        recent, recentOrder = self._recent, self._recentOrder
         outgoing: list[tuple[str, bytes]] = []
         for offset, topic, content in batch:
-            if offset not in self._recent:
-                self._remember(offset)
+            if offset not in recent:
+                recent.add(offset)
+                recentOrder.append(offset)
                 if subscribers(topic):
                     outgoing.append((topic, frames.textFrame(wire.delivery(topic, content, offset, epoch))))
-            self._toAck = offset
+        self._forgetOldest()
+        if batch:
+            self._toAck = batch[-1][0]
         self._unacked += len(batch)
         if outgoing:
             self._fanOut(outgoing)
@@ -169,10 +170,10 @@ class QueueReader(LinkOwner):
             self._recent.clear()
             self._recentOrder.clear()
 
-    def _remember(self, offset: int) -> None:
-        self._recent.add(offset)
-        self._recentOrder.append(offset)
-        if len(self._recentOrder) > RECENT_OFFSETS:
+    def _forgetOldest(self) -> None:
+        # Once per frame, not per message: the frame's offsets were remembered in
+        # linkReceived's loop (this is the subscriber's per-message path).
+        while len(self._recentOrder) > RECENT_OFFSETS:
             self._recent.discard(self._recentOrder.popleft())
 
     def _scheduleAck(self) -> None:
@@ -189,7 +190,7 @@ class QueueReader(LinkOwner):
     def _sendAck(self) -> None:
         self._ackCall = None
         # Acknowledges this offset and everything msgqueue delivered before it.
-        if self._link is not None and self._toAck is not None and self._link.send(wire.encode({"Ack": self._toAck})):
+        if self._link is not None and self._toAck is not None and self._link.send(wire.ack(self._toAck)):
             self._toAck = None
             self._unacked = 0
 

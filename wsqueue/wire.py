@@ -1,11 +1,27 @@
 # -*- test-case-name: tests.test_wire -*-
 """
-The frame format shared by every wsqueue endpoint.
+The frame format shared by every wsqueue endpoint, and the one place that documents
+every frame: what clients send and get, and what the stages send each other.
 
 The public endpoints speak the Go system's format (C{{"Topic": t, "Content": c}}) plus
 optional C{"Id"} for acknowledgements.  Parsing never raises: a bad frame becomes a
 L{WireError} value that the caller turns into an C{{"Error": ...}} reply, so nothing a
 client sends can surface as a traceback.
+
+Between the stages (msgqueue's C{/pushmsg} and C{/popmsg}), each frame has its encoder
+and its parser here, side by side, documented and tested together (tests/test_wire.py).
+These frames are a contract between daemons of possibly different versions: change
+them only compatibly.
+
+  - publisher -> msgqueue, a batch C{{"Messages": [[Id, Topic, Content], ...]}}:
+    L{pushBatch} / L{parsePush} (which also takes the Go publisher's plain frames), cut
+    to size with L{batchEntryBytes};
+  - msgqueue -> publisher, C{{"Ack": id}} and C{{"Error": reason, "Id": id}}:
+    L{ack} and L{WireError.encode} / L{parsePushReply};
+  - msgqueue -> subscriber, C{{"Epoch": e, "Messages": [[Offset, Topic, Content],
+    ...]}} or one message as C{{"Topic", "Content", "Offset", "Epoch"}} (also what a
+    subscriber's clients get): L{deliveryBatch} and L{delivery} / L{parseDeliveries};
+  - subscriber -> msgqueue, C{{"Ack": offset}}: L{ack} / L{parseOffsetAck}.
 """
 
 from __future__ import annotations
@@ -45,6 +61,7 @@ class WireError:
     def encode(self) -> bytes:
         """
         The C{{"Error": reason}} frame (with C{"Id"} when the request had one).
+        msgqueue's refusals to the publisher are these too (L{parsePushReply}).
         """
         if self.hasId:
             return encode({"Error": self.reason, "Id": self.id})
@@ -75,8 +92,10 @@ class Subscription:
     hasId: bool = False
 
 
-_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-"""One encoder for every frame: json.dumps with options builds a new one per call."""
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False)
+"""One encoder for every frame: json.dumps with options builds a new one per call.  Frames
+are built here from fresh lists and dicts, never circular: not checking for cycles
+(the same bytes) saves a fifth of a batch's encoding time."""
 
 
 def encode(obj: Any) -> bytes:
@@ -95,6 +114,9 @@ def delivery(topic: str, content: str, offset: int, epoch: str) -> bytes:
     The frame a subscriber's client gets for one message: the same bytes as
     C{encode({"Topic": topic, "Content": content, "Offset": offset, "Epoch": epoch})},
     built without walking a dict (the fan-out does this once per message).
+
+    It is also how msgqueue delivers one message to a consumer that did not ask
+    for batches (read by L{parseDeliveries}).
     """
     return f'{{"Topic":{_string(topic)},"Content":{_string(content)},"Offset":{offset},"Epoch":{_string(epoch)}}}'.encode()
 
@@ -102,6 +124,10 @@ def delivery(topic: str, content: str, offset: int, epoch: str) -> bytes:
 def ack(requestId: JSONId) -> bytes:
     """
     The C{{"Ack": id}} frame that tells a client its request took effect.
+
+    Between the stages it is also msgqueue's answer to the publisher (C{id} is the
+    last sequence number of a frame, read by L{parsePushReply}) and the subscriber's
+    acknowledgement to msgqueue (C{id} is an offset, read by L{parseOffsetAck}).
     """
     return encode({"Ack": requestId})
 
@@ -313,3 +339,165 @@ def _parseSubscribeText(line: bytes) -> Subscription | WireError:
     if problem is not None:
         return WireError(problem)
     return Subscription(words[1], _COMMANDS[words[0]])
+
+
+# -- Between the stages --------------------------------------------------------------
+#
+# Every frame the stages send each other, encoder next to parser.  The parsers read a
+# peer that is another wsqueue daemon, maybe of another version, maybe broken: they
+# check every type they rely on and return a WireError for anything else, never raise.
+
+BATCH_ENTRY_SLACK = 32
+"""What one entry adds to a batch frame besides its two texts: brackets, quotes and
+commas (9 bytes) and its number (at most 20 digits), rounded up."""
+
+
+def batchEntryBytes(topic: str, content: str) -> int:
+    """
+    About how many bytes one C{[number, topic, content]} entry takes in a batch
+    frame (L{pushBatch}, L{deliveryBatch}): the publisher and msgqueue cut their
+    batches with it.  It is exact or over for text without escapes (a non-ASCII
+    character counts 4, its most in UTF-8), but under for text full of quotes,
+    backslashes or control characters (a control character takes 6): a sender
+    that must stay within a limit checks the encoded frame too.
+    """
+    return (
+        (len(topic) if topic.isascii() else 4 * len(topic))
+        + (len(content) if content.isascii() else 4 * len(content))
+        + BATCH_ENTRY_SLACK
+    )
+
+
+def pushBatch(entries: list[list[Any]]) -> bytes:
+    """
+    publisher -> msgqueue (C{/pushmsg}): C{{"Messages": [[Id, Topic, Content], ...]}},
+    one JSON encoding per batch and no keys repeated per message.  C{Id} is the
+    publisher's sequence number for its producer name; msgqueue answers with
+    L{ack} or an Error (read by L{parsePushReply}).  Parsed by L{parsePush}.
+    """
+    return _encoder.encode({"Messages": entries}).encode("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class Acked:
+    """
+    msgqueue's C{{"Ack": upTo}} to the publisher: every message numbered up to
+    C{upTo} is stored.
+    """
+
+    upTo: int
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """
+    msgqueue's C{{"Error": reason, "Id"?: seq}} to the publisher: the message
+    numbered C{seq} was not stored; L{None} when the Error names no (integer) Id,
+    as for a frame msgqueue could not read at all.
+    """
+
+    reason: str
+    seq: int | None
+
+
+def parsePushReply(payload: bytes, isBinary: bool = False) -> Acked | Refused | WireError:
+    """
+    Parse msgqueue's answer on C{/pushmsg}, encoded by L{ack} (C{{"Ack": seq}}) and
+    L{WireError.encode} (C{{"Error": reason, "Id": seq}}, C{Id} omitted when the
+    error concerns no single message).  C{Ack} must be an integer (the publisher
+    numbers its messages) and C{Error} a string with a UTF-8 form (it is passed on
+    to the publishing client); anything else is a L{WireError}.
+    """
+    reply = _decodeObject(payload, isBinary)
+    if isinstance(reply, WireError):
+        return reply
+    upTo = reply.get("Ack")
+    if type(upTo) is int:
+        return Acked(upTo)
+    reason = reply.get("Error")
+    if type(reason) is not str or _unpairedSurrogate("Error", reason) is not None:
+        return WireError('expected {"Ack": seq} or {"Error": reason, "Id": seq}')
+    seq = reply.get("Id")
+    return Refused(reason, seq if type(seq) is int else None)
+
+
+def deliveryBatch(epoch: str, messages: list[list[Any]]) -> bytes:
+    """
+    msgqueue -> a C{batch=1} consumer (C{/popmsg}): C{{"Epoch": epoch, "Messages":
+    [[Offset, Topic, Content], ...]}}, the same messages as that many L{delivery}
+    frames in one.  Offsets only compare within one epoch (a new store starts a new
+    one).  Parsed by L{parseDeliveries}.
+    """
+    return _encoder.encode({"Epoch": epoch, "Messages": messages}).encode("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class Deliveries:
+    """
+    The messages of one frame from msgqueue to a consumer, in queue order.
+
+    @ivar messages: C{[offset, topic, content]} lists: an C{int} and two C{str}
+        that have a UTF-8 form.
+    """
+
+    epoch: str
+    messages: list[list[Any]]
+
+
+_BAD_DELIVERY = WireError(
+    'expected {"Epoch": e, "Messages": [[Offset, Topic, Content], ...]} or {"Topic", "Content", "Offset", "Epoch"}'
+)
+
+
+def parseDeliveries(payload: bytes, isBinary: bool = False) -> Deliveries | WireError:
+    """
+    Parse a frame msgqueue delivers on C{/popmsg}: a batch (L{deliveryBatch}) or
+    one message (L{delivery}).  C{Epoch}, C{Topic} and C{Content} must be strings
+    with a UTF-8 form (they are sent on to clients), C{Offset} an integer (it is
+    acknowledged back); anything else makes the whole frame a L{WireError}.
+    """
+    frame = _decodeObject(payload, isBinary)
+    if isinstance(frame, WireError):
+        return frame
+    epoch = frame.get("Epoch")
+    if type(epoch) is not str or _unpairedSurrogate("Epoch", epoch) is not None:
+        return _BAD_DELIVERY
+    if "Messages" in frame:
+        messages = frame["Messages"]
+        if type(messages) is not list:
+            return _BAD_DELIVERY
+    else:
+        messages = [[frame.get("Offset"), frame.get("Topic"), frame.get("Content")]]
+    try:
+        # Unpacking refuses what is not three items long (one loop over the batch:
+        # this is the subscriber's per-message path).  What else unpacks into three
+        # (a string, an object's keys) fails the type checks.
+        for offset, topic, content in messages:
+            if (
+                type(offset) is not int
+                or type(topic) is not str
+                or type(content) is not str
+                or not (topic.isascii() and content.isascii())
+                and (_unpairedSurrogate("Topic", topic) or _unpairedSurrogate("Content", content))
+            ):
+                return _BAD_DELIVERY
+    except (TypeError, ValueError):
+        return _BAD_DELIVERY
+    return Deliveries(epoch, messages)
+
+
+_BAD_OFFSET_ACK = WireError('expected {"Ack": offset}')
+
+
+def parseOffsetAck(payload: bytes, isBinary: bool = False) -> int | WireError:
+    """
+    Parse a consumer's C{{"Ack": offset}} on C{/popmsg} (encoded by L{ack}): it
+    acknowledges that offset and everything delivered to the consumer before it.
+    The offset must be an integer; anything else is the same L{WireError}, which
+    msgqueue sends back.
+    """
+    obj = _decodeText(payload, isBinary)
+    upTo = obj.get("Ack") if isinstance(obj, dict) else None
+    if type(upTo) is not int:
+        return _BAD_OFFSET_ACK
+    return upTo
