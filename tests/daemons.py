@@ -6,7 +6,7 @@ repository root).
 
     msgqueue = await startDaemon(self, "wsqueue-msgqueue")
     publisher = await startDaemon(self, "wsqueue-publisher", "--queue", msgqueue.url)
-    await publisher.waitForLinks()          # "link to msgqueue at ... open" in its log
+    await publisher.waitForLinks()          # its readiness events say the link opened
     msgqueue.kill(signal.SIGKILL)
     self.assertEqual(await msgqueue.waitForExit(), -signal.SIGKILL)
     await msgqueue.restart()                # same port
@@ -46,8 +46,6 @@ TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 READY_TIMEOUT = 20.0
 READY_FD = 3
 """The descriptor on which a daemon started here reports its readiness (C{--ready-file /dev/fd/3})."""
-LINK_OPEN = re.compile(r"link to msgqueue at \S+ open$", re.MULTILINE)
-"""What publisher and subscriber log when their link to msgqueue opens."""
 
 
 def freePort() -> int:
@@ -91,32 +89,37 @@ class _Recorder(ProcessProtocol):
     descriptor 3 and are kept in C{events}, each waiter told as they come.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, history: list[dict] | None = None) -> None:
         self.output = b""
         self.ended: Deferred[int] = Deferred()
         self.events: list[dict] = []
+        self.history = [] if history is None else history
         self._eventData = b""
-        self._waiters: list[tuple[Callable[[list[dict]], bool], Deferred]] = []
+        self._waiters: list[tuple[Callable[[], bool], Deferred]] = []
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         if childFD != READY_FD:
             super().childDataReceived(childFD, data)
             return
         *lines, self._eventData = (self._eventData + data).split(b"\n")
-        self.events.extend(json.loads(line) for line in lines if line)
+        for line in lines:
+            if line:
+                event = json.loads(line)
+                self.events.append(event)
+                self.history.append(event)
         for waiter in list(self._waiters):
             condition, d = waiter
-            if condition(self.events):
+            if condition():
                 self._waiters.remove(waiter)
-                d.callback(self.events)
+                d.callback(None)
 
-    def waitForEvents(self, condition: Callable[[list[dict]], bool]) -> Deferred[list[dict]]:
+    def waitForCondition(self, condition: Callable[[], bool]) -> Deferred[None]:
         """
-        Fire with the events once C{condition(events)} holds (checked as each arrives).
+        Fire once C{condition()} holds, checked as each readiness event arrives.
         """
-        if condition(self.events):
-            return succeed(self.events)
-        d: Deferred[list[dict]] = Deferred()
+        if condition():
+            return succeed(None)
+        d: Deferred[None] = Deferred()
         self._waiters.append((condition, d))
         return d
 
@@ -190,6 +193,8 @@ class Daemon:
         ]
         self.process = None
         self.recorder: _Recorder | None = None
+        self.history: list[dict] = []
+        """Every readiness event of every run, in order (see L{eventMark})."""
         testCase.addCleanup(self.stop)
 
     @property
@@ -226,7 +231,7 @@ class Daemon:
         Start the process without waiting for anything.
         """
         assert not self.running, f"{self.name} is already running"
-        self.recorder = _Recorder()
+        self.recorder = _Recorder(self.history)
         self.process = reactor.spawnProcess(
             self.recorder, self.argv[0], self.argv, env=daemonEnvironment(), path=self.directory,
             childFDs={0: "w", 1: "r", 2: "r", READY_FD: "r"},
@@ -324,20 +329,43 @@ class Daemon:
         C{--ready-file} events: no polling, no log matching).
         """
         ports = set(self.ports)
+        recorder = self.recorder
+        assert recorder is not None, f"{self.name} was never started"
 
-        def listening(events: list[dict]) -> bool:
-            return ports <= {event.get("port") for event in events if event.get("event") == "listening"}
+        def listening() -> bool:
+            return ports <= {event.get("port") for event in recorder.events if event.get("event") == "listening"}
 
-        return self._waitForEvents(listening, timeout, f"port(s) {self.ports} to listen").addCallback(lambda _: self)
+        return self._waitFor(listening, timeout, f"port(s) {self.ports} to listen").addCallback(lambda _: self)
 
-    def _waitForEvents(self, condition, timeout: float, what: str) -> Deferred[list[dict]]:
+    def eventMark(self) -> int:
         """
-        Fire once the current run's readiness events satisfy C{condition}; fail when
+        The readiness events so far, for L{waitForEvents} to count only what comes after.
+        """
+        return len(self.history)
+
+    def waitForEvents(
+        self, kind: str, since: int = 0, count: int = 1, timeout: float = READY_TIMEOUT
+    ) -> Deferred[list[dict]]:
+        """
+        Fire with the readiness events of C{kind} (C{"listening"}, C{"link-open"},
+        C{"link-closed"}, C{"ready"}) after L{eventMark} C{since}, once there are
+        C{count} of them (across restarts).
+        """
+
+        def matching() -> list[dict]:
+            return [event for event in self.history[since:] if event.get("event") == kind]
+
+        what = f"{count} {kind} event(s)"
+        return self._waitFor(lambda: len(matching()) >= count, timeout, what).addCallback(lambda _: matching())
+
+    def _waitFor(self, condition: Callable[[], bool], timeout: float, what: str) -> Deferred[None]:
+        """
+        Fire once C{condition()} holds (checked as readiness events arrive); fail when
         the process exits first or at the deadline, with its output and log tail.
         """
         assert self.recorder is not None, f"{self.name} was never started"
         recorder = self.recorder
-        d: Deferred[list[dict]] = Deferred()
+        d: Deferred[None] = Deferred()
 
         def settle(result) -> None:
             if not d.called:
@@ -346,7 +374,7 @@ class Daemon:
                 d.callback(result) if not isinstance(result, Exception) else d.errback(result)
 
         call = reactor.callLater(timeout, lambda: settle(self._error(f"timed out after {timeout} s waiting for {what}")))
-        recorder.waitForEvents(condition).addCallback(settle)
+        recorder.waitForCondition(condition).addCallback(settle)
         def exited(code: int) -> int:
             settle(self._error(f"exited while waiting for {what}"))
             return code  # for the others waiting on the exit
@@ -395,10 +423,12 @@ class Daemon:
 
     def waitForLinks(self, since: int = 0, count: int = 1, timeout: float = READY_TIMEOUT) -> Deferred[list[str]]:
         """
-        Fire once C{count} links to msgqueue have opened after C{since} (publisher,
-        subscriber and the all-in-one daemon log C{link to msgqueue at URL open}).
+        Fire with the links' URLs once C{count} links to msgqueue have opened after
+        L{eventMark} C{since} (their C{link-open} readiness events).
         """
-        return self.waitForLog(LINK_OPEN, since, count, timeout)
+        return self.waitForEvents("link-open", since, count, timeout).addCallback(
+            lambda events: [event["url"] for event in events]
+        )
 
 
 def startDaemon(testCase: TestCase, tapname: str, *args: str, **kwargs) -> Deferred[Daemon]:

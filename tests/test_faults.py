@@ -35,11 +35,8 @@ from tests.checker import (
     publishAll,
     stopAll,
 )
-from tests.daemons import LINK_OPEN, Daemon, DaemonPipeline, startDaemon, startDaemons
+from tests.daemons import Daemon, DaemonPipeline, startDaemon, startDaemons
 from tests.helpers import Clients, nextJSON, waitFor, withTimeout
-
-LINK_CLOSED = re.compile(r"link to msgqueue at \S+ closed")
-"""What publisher and subscriber log when their link to msgqueue closes."""
 
 
 def storeIn(testCase: TestCase) -> str:
@@ -322,12 +319,12 @@ class MsgQueueFaultTests(TestCase):
         stages = (pipeline.publisher, pipeline.subscriber)
         checker, publishers = await streamTwoTopics(self, pipeline, publishers=2, each=2500, ackedFirst=1000)
 
-        marks = [stage.logMark() for stage in stages]
+        marks = [stage.eventMark() for stage in stages]
         frozenAt = reactor.seconds()
         frozenAtAcks = len(checker.acked)
         pipeline.msgqueue.kill(signal.SIGSTOP)
         for stage, mark in zip(stages, marks):
-            await stage.waitForLog(LINK_CLOSED, since=mark, timeout=15)
+            await stage.waitForEvents("link-closed", since=mark, timeout=15)
         detectedAfter = reactor.seconds() - frozenAt
         ackedWhileFrozen = len(checker.acked) - frozenAtAcks
         pipeline.msgqueue.kill(signal.SIGCONT)
@@ -398,11 +395,11 @@ class SubscriberFaultTests(TestCase):
         Start C{subscriber} again and subscribe a new client C{name} to t0 and t1
         before the subscriber reads msgqueue (checked in its log: the grace held).
         """
-        mark = subscriber.logMark()
+        mark = subscriber.eventMark()
         await subscriber.restart()
         client = await SubscribingClient.open(clients, checker, name, subscriber.port, ["t0", "t1"], expects=expects)
-        self.assertIsNone(
-            LINK_OPEN.search(subscriber.logText(mark)),
+        self.assertEqual(
+            [event for event in subscriber.history[mark:] if event["event"] == "link-open"], [],
             "the subscriber read msgqueue before its clients were back: --resume-grace did not hold",
         )
         await subscriber.waitForLinks(since=mark)
@@ -535,11 +532,11 @@ class SubscriberFaultTests(TestCase):
         subscriber.kill(signal.SIGTERM)
         self.assertEqual(await subscriber.waitForExit(), 0)
         stoppedAt = len(checker.acked)
-        mark = subscriber.logMark()
+        mark = subscriber.eventMark()
         await subscriber.restart()
         await subscribeEveryone("after")
-        self.assertIsNone(
-            LINK_OPEN.search(subscriber.logText(mark)),
+        self.assertEqual(
+            [event for event in subscriber.history[mark:] if event["event"] == "link-open"], [],
             "the subscriber read msgqueue before its clients were back: --resume-grace did not hold",
         )
         figures = await finish(self, checker, [stream], 90, lambda: {"ackedWhenStopped": stoppedAt})

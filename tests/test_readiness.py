@@ -87,16 +87,17 @@ class DaemonReadyFileTests(TestCase):
         link opened and that it is ready, and when msgqueue stops, that the link closed.
         """
         msgqueue = await startDaemon(self, "wsqueue-msgqueue", "--store", "memory")
-        await msgqueue.recorder.waitForEvents(lambda events: events[-1:] == [{"event": "ready"}])
-        self.assertEqual(msgqueue.recorder.events, [
+        await msgqueue.waitForEvents("ready")
+        self.assertEqual(msgqueue.history, [
             {"event": "listening", "stage": "msgqueue", "host": "127.0.0.1", "port": msgqueue.port},
             {"event": "ready"},
         ])
         publisher = await startDaemon(self, "wsqueue-publisher", "--queue", msgqueue.url)
-        events = await publisher.recorder.waitForEvents(lambda events: {"event": "ready"} in events)
+        await publisher.waitForEvents("ready")
         msgqueue.kill(signal.SIGTERM)
         await msgqueue.waitForExit()
-        events = await publisher.recorder.waitForEvents(lambda events: events[-1]["event"] == "link-closed")
+        await publisher.waitForEvents("link-closed")
+        events = publisher.history
         self.assertEqual([e["event"] for e in events], ["listening", "link-open", "ready", "link-closed"])
         self.assertEqual(events[0], {"event": "listening", "stage": "publisher", "host": "127.0.0.1",
                                      "port": publisher.port})
