@@ -135,6 +135,40 @@ class CheckServerCertificateTests(SynchronousTestCase):
             self.certDir, f"private key {self.keyPath} does not match certificate {self.certPath}"
         )
 
+    def test_ed25519Certificate(self) -> None:
+        """
+        An Ed25519 certificate and its key are accepted (they have no key numbers to
+        compare: the check compares encoded public keys), and another Ed25519 key is
+        refused.
+        """
+        import datetime
+
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+        from cryptography.x509.oid import NameOID
+
+        def write(key: ed25519.Ed25519PrivateKey, certKey: ed25519.Ed25519PrivateKey) -> None:
+            name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+            now = datetime.datetime.now(datetime.UTC)
+            cert = (
+                x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(certKey.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(now)
+                .not_valid_after(now + datetime.timedelta(days=1))
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+                .sign(certKey, None)
+            )
+            with open(self.certPath, "wb") as f:
+                f.write(cert.public_bytes(serialization.Encoding.PEM))
+            with open(self.keyPath, "wb") as f:
+                f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+
+        key = ed25519.Ed25519PrivateKey.generate()
+        write(key, key)
+        certs, _ = tls.loadServerCertificate(self.certDir)
+        self.assertEqual(len(certs), 1)
+        write(ed25519.Ed25519PrivateKey.generate(), key)
+        self.assertConfigurationError(self.certDir, "does not match")
+
     def test_caKeyNotMatchingServerCertificate(self) -> None:
         """
         The CA's key (same folder, wrong file) does not pass for the server's.

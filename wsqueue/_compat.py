@@ -25,6 +25,8 @@ Two kinds of access live here:
 
 from __future__ import annotations
 
+from typing import Any
+
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.application.internet import ClientService, StreamServerEndpointService
 from twisted.internet.abstract import FileDescriptor
@@ -264,7 +266,7 @@ def unsentBytes(connection) -> int | None:
     so this reads them defensively (L{None} for other transports: UNIX sockets, test
     transports).  Called for every write to a server's peer (the slow-consumer bound).
     """
-    tcp = getattr(connection.transport, "transport", None)
+    tcp: Any = getattr(connection.transport, "transport", None)  # any object, or None: read defensively
     try:
         return len(tcp.dataBuffer) - tcp.offset + tcp._tempDataLen - tcp.bufferSize
     except (AttributeError, TypeError):

@@ -80,7 +80,9 @@ def describe(failure: Failure) -> str:
     """
     A failure on one line: its type and message (no traceback: these repeat).
     """
-    return f"{failure.type.__name__}: {failure.getErrorMessage()}"
+    kind = failure.type
+    assert kind is not None  # a Failure always records its exception's type
+    return f"{kind.__name__}: {failure.getErrorMessage()}"
 
 
 @dataclass(frozen=True)

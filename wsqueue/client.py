@@ -90,6 +90,8 @@ class ClientProtocol(LinkProtocol):
         Autobahn's C{wasClean} says whether the closing handshake completed.
     """
 
+    closed: Deferred[tuple[int | None, str | None]]
+
     def __init__(self) -> None:
         super().__init__()
         self.opened = Deferred(lambda _: self._abandon())
@@ -356,6 +358,8 @@ class _Interactive(LineReceiver):
     """
 
     delimiter = b"\n"
+    # Standard I/O, from the start: StandardIO connects this protocol as it makes it.
+    transport: stdio.StandardIO
 
     def __init__(
         self, publisher: ClientProtocol, subscriber: ClientProtocol, err: TextIO, clock, timeout: float
@@ -413,7 +417,7 @@ class _Interactive(LineReceiver):
         call = self._waiting.pop(requestId, None) if isinstance(requestId, int) else None
         if call is not None:
             call.cancel()
-        if call is not None and "Ack" in frame:
+        if call is not None and isinstance(frame, dict) and "Ack" in frame:
             self.show("published")
         else:
             self.subscriberFrame(payload)

@@ -21,10 +21,40 @@ puts both into a protocol.  Links (clients) mask what they send, as they must.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from autobahn.websocket.xormasker import create_xor_masker
 
 from wsqueue import _compat
+
+if TYPE_CHECKING:
+    from autobahn.twisted.websocket import WebSocketAdapterProtocol
+    from autobahn.websocket.protocol import WebSocketProtocol
+    from twisted.internet.interfaces import IConsumer, IPushProducer, ITCPTransport
+
+    class IConnectionTransport(ITCPTransport, IPushProducer, IConsumer):
+        """
+        For the type checker only: what the transport of a wsqueue connection (TCP,
+        or TLS over TCP) provides beyond L{ITransport}: flow control in both
+        directions and C{abortConnection}.
+        """
+
+    # Autobahn's own WebSocketServerProtocol and WebSocketClientProtocol combine the
+    # same two bases, whose annotations of peer and _transport_details disagree.
+    class AutobahnConnection(WebSocketAdapterProtocol, WebSocketProtocol):  # type: ignore[misc]
+        """
+        For the type checker only: the Autobahn protocol that the mixins L{WholeFrames}
+        and L{wsqueue.server.PausableReading} are listed before among the bases of a
+        connection class, so that they may use its attributes and C{super()}.  At run
+        time they derive from C{object}.
+        """
+
+        transport: IConnectionTransport | None
+        # A protocol option that Autobahn copies from the factory onto the protocol.
+        maxMessagePayloadSize: int
+
+else:
+    AutobahnConnection = object
 
 _FINAL_TEXT = 0x81
 """FIN bit set, opcode 1 (text)."""
@@ -132,7 +162,7 @@ def readFrames(data: bytes, limit: int, masked: bool) -> tuple[list[tuple[int, b
     return frames, position, 0
 
 
-class WholeFrames:
+class WholeFrames(AutobahnConnection):
     """
     For an Autobahn WebSocket protocol (listed before it among the bases): reads
     whole single-frame messages with L{readFrames} and writes whole frames itself,

@@ -14,7 +14,7 @@ connection's later loss has no transition in L{ClientService}'s state machine.)
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
@@ -22,6 +22,7 @@ from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -100,7 +101,9 @@ class LinkOwner:
         self.log.error("unexpected frame from msgqueue: {frame!r}", frame=payload[:200])
 
 
-class LinkProtocol(frames.WholeFrames, WebSocketClientProtocol):
+# Autobahn's WebSocketAdapterProtocol and WebSocketProtocol annotate peer and
+# _transport_details differently (as in Autobahn's own protocol classes).
+class LinkProtocol(frames.WholeFrames, WebSocketClientProtocol):  # type: ignore[misc]
     """
     The client side of a link; reports to the L{QueueLink} that made it.
     """
@@ -108,21 +111,23 @@ class LinkProtocol(frames.WholeFrames, WebSocketClientProtocol):
     # Not 'log': that is Autobahn's own txaio logger (debug lines per frame), kept
     # to errors here, since its info and warning lines repeat what the link logs
     # itself (two more lines per failed attempt).
-    log = txaio.make_logger(level="error")
+    # txaio binds make_logger at import (txaio._use_framework), out of mypy's sight.
+    log = txaio.make_logger(level="error")  # type: ignore[attr-defined]
     eventLog = Logger()
     peerMasks = False
 
     def __init__(self) -> None:
         super().__init__()
         self.opened: Deferred[LinkProtocol] = Deferred()
-        self.closed: Deferred[None] = Deferred()
+        # Fires with None here; subclasses may fire it with more (wsqueue.client).
+        self.closed: Deferred[Any] = Deferred()
         self._lostReason: Failure | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
         setNoDelay(self.transport)
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lostReason = reason
         super().connectionLost(reason)
         cancelCloseHandshakeTimer(self)
@@ -149,6 +154,8 @@ class LinkProtocol(frames.WholeFrames, WebSocketClientProtocol):
 
     def _status(self) -> int | None:
         statusLine = handshakeStatusLine(self)
+        if statusLine is None:
+            return None
         try:
             return int(statusLine.split()[1])
         except (AttributeError, IndexError, ValueError):
@@ -202,6 +209,14 @@ class LinkObserver(Protocol):
     def linkClosed(self, url: str) -> None: ...
 
 
+class LinkFactory(WebSocketClientFactory):
+    """
+    The factory of a L{QueueLink}'s connections, which report to it.
+    """
+
+    link: QueueLink
+
+
 class QueueLink(Service):
     """
     A WebSocket to msgqueue that reconnects by itself.
@@ -234,7 +249,7 @@ class QueueLink(Service):
         self.failedHandshakes = 0
         self.failedAttempts = 0
         self._failures = RepeatSummary(self.log, reactor, interval=FAILURE_SUMMARY_INTERVAL, level=LogLevel.warn)
-        factory = WebSocketClientFactory(url, headers={"Authorization": basicHeader(user, password)}, reactor=reactor)
+        factory = LinkFactory(url, headers={"Authorization": basicHeader(user, password)}, reactor=reactor)
         factory.noisy = False
         factory.protocol = LinkProtocol
         factory.link = self

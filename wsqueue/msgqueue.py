@@ -63,14 +63,18 @@ class PusherFlow:
         if pause is not None:
             pause()
         else:
-            self.connection.transport.pauseProducing()
+            transport = self.connection.transport
+            assert transport is not None  # the broker pauses only open connections
+            transport.pauseProducing()
 
     def resumeProducing(self) -> None:
         resume = getattr(self.connection, "resumeReading", None)
         if resume is not None:
             resume()
         else:
-            self.connection.transport.resumeProducing()
+            transport = self.connection.transport
+            assert transport is not None  # the broker resumes only open connections
+            transport.resumeProducing()
 
 
 class PushHandler(EndpointHandler):
@@ -169,7 +173,9 @@ class PopHandler(EndpointHandler):
         self.writable = True
 
     def opened(self) -> None:
-        self.connection.transport.registerProducer(self, True)
+        transport = self.connection.transport
+        assert transport is not None  # the WebSocket is open
+        transport.registerProducer(self, True)
         self.broker.addConsumer(self)
 
     def closed(self) -> None:

@@ -265,7 +265,7 @@ class PublishHandler(EndpointHandler):
         self.forwarder.removeClient(self)
 
     def received(self, payload: bytes, isBinary: bool) -> None:
-        message = wire.parsePublish(payload, isBinary)
+        message: wire.Message | wire.WireError | None = wire.parsePublish(payload, isBinary)
         if isinstance(message, wire.Message):
             message = self.forwarder.submit(message, self)
         if message is not None:

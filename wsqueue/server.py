@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import txaio
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -128,7 +129,7 @@ class EndpointHandler:
 Route = Callable[["StageServerProtocol", ConnectionRequest], EndpointHandler]
 
 
-class PausableReading:
+class PausableReading(frames.AutobahnConnection):
     """
     For an Autobahn WebSocket protocol (listed before it among the bases): stop and
     start reading from the peer (flow control) without dropping it for pings it
@@ -167,7 +168,9 @@ class PausableReading:
         _compat.restartAutoPing(self)
 
 
-class StageServerProtocol(PausableReading, frames.WholeFrames, WebSocketServerProtocol):
+# Autobahn's WebSocketAdapterProtocol and WebSocketProtocol annotate peer and
+# _transport_details differently (as in Autobahn's own protocol classes).
+class StageServerProtocol(PausableReading, frames.WholeFrames, WebSocketServerProtocol):  # type: ignore[misc]
     """
     A server connection: authenticates, routes to an L{EndpointHandler}, and keeps
     every failure inside the connection as an C{{"Error": ...}} frame.
@@ -186,16 +189,22 @@ class StageServerProtocol(PausableReading, frames.WholeFrames, WebSocketServerPr
     # Not 'log': that is Autobahn's own txaio logger (debug lines per frame), kept to
     # errors here, since its info and warning lines repeat what eventLog says (two
     # more lines per refused handshake, one per connection it drops).
-    log = txaio.make_logger(level="error")
+    # txaio binds make_logger at import (txaio._use_framework), out of mypy's sight.
+    log = txaio.make_logger(level="error")  # type: ignore[attr-defined]
     eventLog = Logger()
-    handler: EndpointHandler | None = None
+    # None until onConnect has authenticated the client; read only from onOpen on,
+    # which Autobahn calls after that (typed as set, so that the per-message
+    # onMessage needs no check).
+    handler: EndpointHandler = cast(EndpointHandler, None)
     user: str | None = None
     path: str = ""
     slowConsumer: bool = False
     """Closed for passing Limits.maxPeerBuffer: nothing more is written."""
     _sendingClose: bool = False
 
-    def onConnect(self, request: ConnectionRequest) -> Deferred[None]:
+    # Autobahn runs onConnect through txaio.as_future and waits for a Deferred, but
+    # annotates only the synchronous results.
+    def onConnect(self, request: ConnectionRequest) -> Deferred[None]:  # type: ignore[override]
         self.path = request.path
         route = self.factory.routes.get(request.path)
         if route is None:
@@ -216,7 +225,7 @@ class StageServerProtocol(PausableReading, frames.WholeFrames, WebSocketServerPr
         # The handshake has been answered: this Deferred never fires.
         return Deferred()
 
-    def _handlerFailed(self, failure: Failure) -> None:
+    def _handlerFailed(self, failure: Failure) -> Failure:
         if failure.check(ConnectionDeny):
             return failure
         self.eventLog.failure("accepting {peer} on {path} failed", failure, peer=self.peer, path=self.path)

@@ -217,7 +217,9 @@ class SubscribeHandler(EndpointHandler):
         self.backlog: int | None = None
 
     def opened(self) -> None:
-        self.connection.transport.registerProducer(self, True)
+        transport = self.connection.transport
+        assert transport is not None  # the WebSocket is open
+        transport.registerProducer(self, True)
 
     # IPushProducer: the transport says when its buffer is full and when it drained.
     def pauseProducing(self) -> None:

@@ -10,6 +10,7 @@ system's trust store), unless told C{--insecure} as the Go system was.
 from __future__ import annotations
 
 import os
+from typing import cast
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -18,7 +19,7 @@ from twisted.internet import ssl
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ServerEndpoint
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint, IStreamServerEndpoint
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from zope.interface import implementer
 
 from wsqueue._compat import UNBUFFERED_TLS_PROTOCOL
@@ -52,6 +53,13 @@ def _readPEM(path: str, what: str) -> bytes:
         raise TLSConfigurationError(f"cannot read {what} {path}: {e.strerror}")
 
 
+def _publicKeyBytes(key: crypto.PKey) -> bytes:
+    """
+    The DER SubjectPublicKeyInfo of C{key} (or of a private key's public half).
+    """
+    return crypto.dump_publickey(crypto.FILETYPE_ASN1, key)
+
+
 def loadServerCertificate(certDir: str) -> tuple[list[crypto.X509], crypto.PKey]:
     """
     Read C{server.crt} (the certificate, then any chain certificates) and the key
@@ -71,7 +79,9 @@ def loadServerCertificate(certDir: str) -> tuple[list[crypto.X509], crypto.PKey]
         key = crypto.load_privatekey(crypto.FILETYPE_PEM, keyPEM)
     except crypto.Error:
         raise TLSConfigurationError(f"private key {keyPath} is not an unencrypted PEM key")
-    if certs[0].get_pubkey().to_cryptography_key().public_numbers() != key.to_cryptography_key().public_key().public_numbers():
+    # Compared as encoded public keys: every key type has that form (an Ed25519 or
+    # Ed448 key has no public_numbers()).
+    if _publicKeyBytes(certs[0].get_pubkey()) != _publicKeyBytes(key):
         raise TLSConfigurationError(f"private key {keyPath} does not match certificate {certPath}")
     return certs, key
 
@@ -108,7 +118,8 @@ class _TLSClientEndpoint:
 
     def connect(self, factory: IProtocolFactory) -> Deferred:
         d = self._tcp.connect(_DirectTLSFactory(self._creator, True, factory))
-        return d.addCallback(lambda tls: tls.wrappedProtocol)
+        # The endpoint's IProtocol is the TLS wrapper that _DirectTLSFactory built.
+        return d.addCallback(lambda tls: cast(TLSMemoryBIOProtocol, tls).wrappedProtocol)
 
 
 ALPN_PROTOCOLS = [b"http/1.1"]

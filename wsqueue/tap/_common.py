@@ -8,6 +8,7 @@ import resource
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
@@ -22,6 +23,10 @@ from wsqueue.options import StartupError, buildAuthenticator, buildLink
 from wsqueue.readiness import ReadyFile, readyFileOf
 from wsqueue.server import ConnectionCloser, StageServerFactory
 from wsqueue.tls import TLSConfigurationError, serverEndpoint
+
+if TYPE_CHECKING:
+    from wsqueue.broker import QueueBroker
+    from wsqueue.link import LinkOwner, QueueLink
 
 log = Logger()
 
@@ -158,12 +163,19 @@ class StopInOrder(MultiService):
     """
 
     shutdownTimeout: tuple | None = None
+    # A stage's parts, kept on its service by the functions that build it, for tests
+    # to inspect: msgqueue's broker and server factory; a linked stage's owner of the
+    # link, server factory and link.
+    broker: QueueBroker
+    factory: StageServerFactory
+    owner: LinkOwner
+    link: QueueLink
 
     def stopService(self) -> Deferred:
         Service.stopService(self)
         d = succeed(None)
         for child in reversed(list(self)):
-            d.addBoth(lambda _, child=child: child.stopService())
+            d.addBoth(lambda _, child: child.stopService(), child)
         if self.shutdownTimeout is None:
             return d
         clock, seconds = self.shutdownTimeout
@@ -232,7 +244,7 @@ def listeningService(
 def linkedStageService(
     options, reactor, owner, makeFactory, path: str, port: int | None = None, retryPolicy=None, startDelay: float = 0.0,
     stage: str = "wsqueue",
-) -> MultiService:
+) -> StopInOrder:
     """
     A stage that listens and keeps a link to msgqueue at C{path} (publisher,
     subscriber); C{owner} is its side of the link, C{makeFactory} builds its server.

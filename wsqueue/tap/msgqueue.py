@@ -67,7 +67,7 @@ class Options(ServerOptions):
         )
 
 
-def buildMsgQueue(options: Options, reactor, port: int | None = None) -> MultiService:
+def buildMsgQueue(options: Options, reactor, port: int | None = None) -> StopInOrder:
     """
     msgqueue's services: its listener over a broker and its store.  The store is
     opened (and checked) once everything else is known to be usable, and closed

@@ -9,7 +9,7 @@ from twisted.application.service import MultiService
 
 from wsqueue.options import LinkedServerOptions, OptionTable, _positiveInt
 from wsqueue.publisher import BATCH_BYTES, Forwarder, makePublisherFactory
-from wsqueue.tap._common import CallOnStop, daemonService, linkedStageService
+from wsqueue.tap._common import CallOnStop, StopInOrder, daemonService, linkedStageService
 
 
 class Options(LinkedServerOptions):
@@ -21,7 +21,7 @@ class Options(LinkedServerOptions):
     ]
 
 
-def buildPublisher(options: Options, reactor, port: int | None = None, retryPolicy=None) -> MultiService:
+def buildPublisher(options: Options, reactor, port: int | None = None, retryPolicy=None) -> StopInOrder:
     """
     The publisher's services: its listener and its link to msgqueue.
     """

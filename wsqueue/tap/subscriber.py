@@ -13,7 +13,7 @@ from twisted.python import usage
 from wsqueue import wire
 from wsqueue.options import LinkedServerOptions, OptionTable, _nonNegativeFloat, _positiveInt, defaultGroup
 from wsqueue.subscriber import DEFAULT_MAX_CLIENT_BUFFER, QueueReader, TopicRegistry, makeSubscriberFactory
-from wsqueue.tap._common import daemonService, linkedStageService
+from wsqueue.tap._common import StopInOrder, daemonService, linkedStageService
 
 
 class Options(LinkedServerOptions):
@@ -38,7 +38,7 @@ class Options(LinkedServerOptions):
             raise usage.UsageError("--group: " + problem.removeprefix("Topic "))
 
 
-def buildSubscriber(options: Options, reactor, port: int | None = None, retryPolicy=None) -> MultiService:
+def buildSubscriber(options: Options, reactor, port: int | None = None, retryPolicy=None) -> StopInOrder:
     """
     The subscriber's services: its listener and its link to msgqueue.
     """
