@@ -15,8 +15,9 @@ from collections.abc import Callable
 from autobahn.twisted.websocket import WebSocketClientFactory
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateResponseAccept
 from twisted.internet import reactor, task
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
 from wsqueue import tls
@@ -228,3 +229,22 @@ async def assertHandshakeRefusals(testCase: TestCase, port: int, path: str) -> N
     testCase.assertTrue(response.startswith(b"HTTP/1.1 401"), response)
     response = await rawRequest(port, upgradeRequest(port, path, basicHeader("hello", "test"), upgrade=False))
     testCase.assertTrue(response.startswith(b"HTTP/1.1 400"), response)
+
+
+class MemoryServerTransport(StringTransport):
+    """
+    An in-memory transport for a server protocol driven by hand.  Autobahn
+    unregisters a producer when it fails a connection, registered or not.
+    """
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+
+class AcceptingAuthenticator:
+    """
+    An authenticator that accepts anyone as C{tester}, for protocol tests in memory.
+    """
+
+    def authenticate(self, header: str | None) -> Deferred[str]:
+        return succeed("tester")

@@ -17,7 +17,6 @@ from twisted.application.internet import ClientService, StreamServerEndpointServ
 from twisted.internet import reactor
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IPushProducer
@@ -34,7 +33,16 @@ from wsqueue.link import HandshakeFailed
 from wsqueue.server import EndpointHandler, Limits, StageServerFactory, StageServerProtocol
 
 from .daemons import freePort
-from .helpers import Clients, certDir, listenTLS, nextFrame, upgradeRequest, waitFor
+from .helpers import (
+    AcceptingAuthenticator,
+    Clients,
+    MemoryServerTransport,
+    certDir,
+    listenTLS,
+    nextFrame,
+    upgradeRequest,
+    waitFor,
+)
 from .test_frames import clientFrame
 
 
@@ -154,17 +162,6 @@ class AutobahnFrameStateTests(TestCase):
         self.assertEqual(len(real.connection.send_queue), 0, changed("Autobahn", "sendDataWithoutLog") + ": send_queue")
 
 
-class _Transport(StringTransport):
-    # Autobahn unregisters a producer when it fails a connection, registered or not.
-    def unregisterProducer(self) -> None:
-        self.producer = None
-
-
-class _Accepting:
-    def authenticate(self, header):
-        return succeed("tester")
-
-
 class AutobahnReaderStateTests(SynchronousTestCase):
     """
     What Autobahn's own reader keeps mid-frame and mid-message, fed byte by byte
@@ -172,14 +169,14 @@ class AutobahnReaderStateTests(SynchronousTestCase):
     """
 
     def connection(self, attributes: dict | None = None, **options):
-        factory = StageServerFactory({"/x": _Recording}, _Accepting(), Limits(), MemoryReactorClock())
+        factory = StageServerFactory({"/x": _Recording}, AcceptingAuthenticator(), Limits(), MemoryReactorClock())
         factory.received = []
         factory.__dict__.update(attributes or {})
         # No timers: Autobahn runs them on the global reactor, not this test's clock.
         factory.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0, autoPingInterval=0,
                                    autoPingTimeout=0, **options)
         protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 12345))
-        protocol.makeConnection(_Transport())
+        protocol.makeConnection(MemoryServerTransport())
         return protocol
 
     def autobahnReads(self, protocol, data: bytes) -> None:

@@ -12,14 +12,13 @@ import random
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol, WebSocketServerFactory
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import succeed
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from wsqueue.frames import SMALL_PAYLOAD, WholeFrames, maskedTextFrame, readFrames, textFrame, unmask
 from wsqueue.server import EndpointHandler, Limits, StageServerFactory, StageServerProtocol
 
-from .helpers import upgradeRequest
+from .helpers import AcceptingAuthenticator, MemoryServerTransport, upgradeRequest
 
 
 class TextFrameTests(SynchronousTestCase):
@@ -153,17 +152,6 @@ class _AutobahnOnly(StageServerProtocol):
         return False
 
 
-class _Transport(StringTransport):
-    # Autobahn unregisters a producer when it fails a connection, registered or not.
-    def unregisterProducer(self) -> None:
-        self.producer = None
-
-
-class _Accepting:
-    def authenticate(self, header):
-        return succeed("tester")
-
-
 class SameAsAutobahnTests(SynchronousTestCase):
     """
     A server connection reading frames itself behaves exactly as Autobahn alone:
@@ -171,14 +159,14 @@ class SameAsAutobahnTests(SynchronousTestCase):
     """
 
     def connection(self, protocolClass):
-        factory = StageServerFactory({"/x": _Recording}, _Accepting(), Limits(maxMessageSize=70_000), MemoryReactorClock())
+        factory = StageServerFactory({"/x": _Recording}, AcceptingAuthenticator(), Limits(maxMessageSize=70_000), MemoryReactorClock())
         factory.protocol = protocolClass
         factory.received = []
         # No timers: Autobahn runs them on the global reactor, not this test's clock.
         factory.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0, autoPingInterval=0, autoPingTimeout=0)
         factory.serverConnectionDropTimeout = 0
         protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 12345))
-        transport = _Transport()
+        transport = MemoryServerTransport()
         protocol.makeConnection(transport)
         protocol.dataReceived(upgradeRequest(80, "/x"))
         self.assertEqual(protocol.state, protocol.STATE_OPEN)
@@ -276,7 +264,7 @@ class ClientSameAsAutobahnTests(SynchronousTestCase):
         factory.protocol = protocolClass
         factory.received = []
         protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 443))
-        transport = _Transport()
+        transport = MemoryServerTransport()
         protocol.makeConnection(transport)
         request = transport.value().decode()
         key = request.split("Sec-WebSocket-Key: ")[1].split("\r\n")[0]

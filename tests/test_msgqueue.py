@@ -332,26 +332,14 @@ class BoundedPauseTests(TestCase):
         self.assertEqual((await nextJSON(popper))["Content"], "again")
 
 
-class FakeTransport:
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def pauseProducing(self) -> None:
-        self.calls.append("transport pause")
-
-    def resumeProducing(self) -> None:
-        self.calls.append("transport resume")
-
-
 class PusherFlowTests(SynchronousTestCase):
     """
-    The broker pauses a pusher through its connection's pauseReading (which also
-    suspends the ping timeout) when it has one, else through its transport.
+    The broker pauses a pusher through its connection's pauseReading, which also
+    suspends the ping timeout.
     """
 
     def test_pauseReading(self) -> None:
         class Connection:
-            transport = FakeTransport()
             calls: list[str] = []
 
             def pauseReading(self) -> None:
@@ -364,17 +352,7 @@ class PusherFlowTests(SynchronousTestCase):
         flow = PusherFlow(connection)
         flow.pauseProducing()
         flow.resumeProducing()
-        self.assertEqual((connection.calls, connection.transport.calls), (["pauseReading", "resumeReading"], []))
-
-    def test_transport(self) -> None:
-        class Connection:
-            transport = FakeTransport()
-
-        connection = Connection()
-        flow = PusherFlow(connection)
-        flow.pauseProducing()
-        flow.resumeProducing()
-        self.assertEqual(connection.transport.calls, ["transport pause", "transport resume"])
+        self.assertEqual(connection.calls, ["pauseReading", "resumeReading"])
 
 
 class TapTests(SynchronousTestCase):

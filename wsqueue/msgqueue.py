@@ -50,31 +50,19 @@ def _param(request: ConnectionRequest, name: str, default: str) -> str:
 
 class PusherFlow:
     """
-    How the broker pauses and resumes one pusher: by the connection's own
-    C{pauseReading}/C{resumeReading} when it has them (they also suspend the ping
-    timeout, which a peer we stopped reading cannot satisfy), else by its transport.
+    How the broker pauses and resumes one pusher: by the connection's
+    C{pauseReading}/C{resumeReading}, which also suspend the ping timeout (a peer
+    we stopped reading cannot answer pings).
     """
 
     def __init__(self, connection: StageServerProtocol) -> None:
         self.connection = connection
 
     def pauseProducing(self) -> None:
-        pause = getattr(self.connection, "pauseReading", None)
-        if pause is not None:
-            pause()
-        else:
-            transport = self.connection.transport
-            assert transport is not None  # the broker pauses only open connections
-            transport.pauseProducing()
+        self.connection.pauseReading()
 
     def resumeProducing(self) -> None:
-        resume = getattr(self.connection, "resumeReading", None)
-        if resume is not None:
-            resume()
-        else:
-            transport = self.connection.transport
-            assert transport is not None  # the broker resumes only open connections
-            transport.resumeProducing()
+        self.connection.resumeReading()
 
 
 class PushHandler(EndpointHandler):
