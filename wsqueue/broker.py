@@ -19,6 +19,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from wsqueue.coalesce import CoalescedCall
 from wsqueue.logsummary import RepeatSummary
 from wsqueue.store.base import ISOLATE_AFTER, Entry, IMessageStore
 
@@ -160,7 +161,7 @@ class QueueBroker:
         self._refusing = False
         self._pauseTimer: IDelayedCall | None = None
         self._trimming = False
-        self._dispatchCall: IDelayedCall | None = None
+        self._dispatchCall = CoalescedCall(clock, self._startDispatch)
         self._dispatching = False
         self._dispatchAgain = False
         self._retryDelay: float | None = None
@@ -177,10 +178,10 @@ class QueueBroker:
         msgqueue is shutting down: refuse pushes from now on, and leave no timer behind.
         """
         self.stopping = True
-        for call in (self._pauseTimer, self._dispatchCall):
-            if call is not None and call.active():
-                call.cancel()
-        self._pauseTimer = self._dispatchCall = None
+        if self._pauseTimer is not None and self._pauseTimer.active():
+            self._pauseTimer.cancel()
+        self._pauseTimer = None
+        self._dispatchCall.cancel()
         self.storeErrors.flush()
 
     # -- pushing ---------------------------------------------------------------
@@ -239,9 +240,7 @@ class QueueBroker:
         # answered only after the commit.  That saves a round trip to the store.
         # (Not while a failed delivery waits for its retry: that keeps its backoff.)
         if self._retryDelay is None:
-            if self._dispatchCall is not None:
-                self._dispatchCall.cancel()
-                self._dispatchCall = None
+            self._dispatchCall.cancel()
             self._startDispatch()
         return d
 
@@ -382,11 +381,11 @@ class QueueBroker:
         return READ_BATCH
 
     def _scheduleDispatch(self) -> None:
-        if self._dispatchCall is None:
-            self._dispatchCall = self.clock.callLater(0, self._startDispatch)
+        # Never sooner than a pending retry: a failing store keeps its backoff.
+        if not self._dispatchCall.pending:
+            self._dispatchCall.schedule()
 
     def _startDispatch(self) -> None:
-        self._dispatchCall = None
         if self._dispatching:
             # A dispatch is waiting on the store: run again after it (rescheduling
             # now would spin on callLater(0) until the store answers).
@@ -421,9 +420,9 @@ class QueueBroker:
             "delivering queued messages failed (retrying every {most} s at most): {error}",
             most=RETRY_MAX, error=describe(failure),
         )
-        if self._dispatchCall is not None and self._dispatchCall.active():
-            self._dispatchCall.cancel()
-        self._dispatchCall = None if self.stopping else self.clock.callLater(self._retryDelay, self._startDispatch)
+        self._dispatchCall.cancel()
+        if not self.stopping:
+            self._dispatchCall.schedule(self._retryDelay)
 
     async def _dispatch(self) -> None:
         for group in list(self._consumers):

@@ -24,6 +24,7 @@ from twisted.logger import Logger
 
 from wsqueue import wire
 from wsqueue.auth import BasicAuthenticator
+from wsqueue.coalesce import CoalescedCall
 from wsqueue.link import LinkOwner, LinkProtocol
 from wsqueue.logsummary import RepeatSummary
 from wsqueue.server import EndpointHandler, Limits, StageServerFactory, StageServerProtocol
@@ -82,7 +83,7 @@ class Forwarder(LinkOwner):
         self._inFlight: deque[_Held] = deque()
         self._clients: set[PublishHandler] = set()
         self._paused = False
-        self._flushCall = None
+        self._flushCall = CoalescedCall(clock, self._flush)
         self._drained: list[Deferred[None]] = []
 
     @property
@@ -156,11 +157,10 @@ class Forwarder(LinkOwner):
     # -- the link ---------------------------------------------------------------
 
     def _scheduleFlush(self) -> None:
-        if self._flushCall is None and self._link is not None:
-            self._flushCall = self.clock.callLater(0, self._flush)
+        if self._link is not None:
+            self._flushCall.schedule()
 
     def _flush(self) -> None:
-        self._flushCall = None
         unsent, inFlight = self._unsent, self._inFlight
         while unsent and self._link is not None and self._link.isOpen:
             batch: list[list] = []

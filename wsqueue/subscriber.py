@@ -26,6 +26,7 @@ from zope.interface import implementer
 
 from wsqueue import frames, wire
 from wsqueue.auth import BasicAuthenticator
+from wsqueue.coalesce import CoalescedCall
 from wsqueue.link import LinkOwner, LinkProtocol
 from wsqueue.server import EndpointHandler, Limits, StageServerFactory, StageServerProtocol, closeWith, unsentBytes
 
@@ -80,7 +81,7 @@ class QueueReader(LinkOwner):
         self.epoch: str | None = None
         self._recent: set[int] = set()
         self._recentOrder: deque[int] = deque()
-        self._ackCall = None
+        self._ackCall = CoalescedCall(clock, self._sendAck)
         self._toAck: int | None = None
         self._unacked = 0
         self.stopping = False
@@ -95,9 +96,7 @@ class QueueReader(LinkOwner):
         super().linkClosed(link)
         # What was not acknowledged comes again on the next link (and is dropped as
         # recently handled).
-        if self._ackCall is not None:
-            self._ackCall.cancel()
-            self._ackCall = None
+        self._ackCall.cancel()
 
     def linkStopping(self, link: LinkProtocol) -> None:
         # Acknowledge what was handed to clients, so that it is not delivered again
@@ -105,7 +104,7 @@ class QueueReader(LinkOwner):
         # handed out or acknowledged: msgqueue gives what still arrives to the next
         # consumer of the group once the link has closed.
         self.stopping = True
-        if self._ackCall is not None:
+        if self._ackCall.pending:
             self._ackCall.cancel()
             self._sendAck()
 
@@ -180,15 +179,9 @@ class QueueReader(LinkOwner):
         # One ack per ACK_EVERY messages at most, and none later than ACK_DELAY after
         # a message: a trickle costs msgqueue one store transaction per ack, while a
         # stream never waits on its window of unacknowledged messages.
-        soon = 0 if self._unacked >= ACK_EVERY else ACK_DELAY
-        if self._ackCall is not None and soon == 0 and self._ackCall.getTime() > self.clock.seconds():
-            self._ackCall.cancel()
-            self._ackCall = None
-        if self._ackCall is None:
-            self._ackCall = self.clock.callLater(soon, self._sendAck)
+        self._ackCall.schedule(0 if self._unacked >= ACK_EVERY else ACK_DELAY)
 
     def _sendAck(self) -> None:
-        self._ackCall = None
         # Acknowledges this offset and everything msgqueue delivered before it.
         if self._link is not None and self._toAck is not None and self._link.send(wire.ack(self._toAck)):
             self._toAck = None
