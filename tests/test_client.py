@@ -691,11 +691,9 @@ class InteractiveTests(TestCase):
 class InteractiveCommandTests(TestCase):
     timeout = 30
 
-    async def test_session(self) -> None:
+    async def subscribedSession(self):
         """
-        The interactive command against the three stages: a message typed is
-        "published" and arrives; a bare word gets the syntax; input piped in without
-        "exit" still gets its answers before the command ends.
+        The three stages, and the interactive command against them, subscribed to news.
         """
         pipeline = await startPipeline(self)
         process = spawnClient(
@@ -704,6 +702,15 @@ class InteractiveCommandTests(TestCase):
         )
         process.transport.write(b"sub news\n")
         await waitFor(lambda: pipeline.reader.registry.subscribers("news"), what="the subscription")
+        return pipeline, process
+
+    async def test_session(self) -> None:
+        """
+        The interactive command against the three stages: a message typed is
+        "published" and arrives; a bare word gets the syntax; input piped in without
+        "exit" still gets its answers before the command ends.
+        """
+        _, process = await self.subscribedSession()
         process.transport.write(b"news hello there\nnews\n")
         await waitFor(lambda: b"<[news] hello there\n" in process.out, what="the message")
         await waitFor(lambda: INTERACTIVE_USAGE.encode() in process.err, what="the syntax")
@@ -713,19 +720,12 @@ class InteractiveCommandTests(TestCase):
         self.assertEqual(process.out.count(b"published\n"), 2, process.out)
         self.assertEqual(process.err, INTERACTIVE_USAGE.encode() + b"\n")
 
-
     async def test_serverCloses(self) -> None:
         """
         A server closing its connection ends the session with exit status 1 and
         says which server it was.
         """
-        pipeline = await startPipeline(self)
-        process = spawnClient(
-            self, "--publisher", f"wss://localhost:{pipeline.publisherPort}",
-            "--subscriber", f"wss://localhost:{pipeline.subscriberPort}",
-        )
-        process.transport.write(b"sub news\n")
-        await waitFor(lambda: pipeline.reader.registry.subscribers("news"), what="the subscription")
+        pipeline, process = await self.subscribedSession()
         for handler in list(pipeline.reader.registry.subscribers("news")):
             handler.connection.sendClose(1000)
         self.assertEqual(await process.finish(), 1)
