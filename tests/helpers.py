@@ -24,6 +24,7 @@ from wsqueue import tls
 from wsqueue.auth import basicHeader
 from wsqueue.certs import makeDevelopmentCertificates
 from wsqueue.client import ClientProtocol
+from wsqueue.tap import msgqueue, publisher, subscriber
 from wsqueue.tls import clientEndpoint
 
 _certDir: str | None = None
@@ -248,3 +249,12 @@ class AcceptingAuthenticator:
 
     def authenticate(self, header: str | None) -> Deferred[str]:
         return succeed("tester")
+
+
+# The separate daemons' plugins (module, default port), and those that link to msgqueue.
+TAPS = {
+    "wsqueue-msgqueue": (msgqueue, 8080),
+    "wsqueue-publisher": (publisher, 8081),
+    "wsqueue-subscriber": (subscriber, 8082),
+}
+LINKED = {"wsqueue-publisher": publisher, "wsqueue-subscriber": subscriber}

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tap -*-
+# -*- test-case-name: tests.test_options -*-
 """
 Command-line options shared by the daemons, and what they turn into.
 

@@ -1,0 +1,280 @@
+"""
+Tests for the daemons' command-line options (L{wsqueue.options} and each plugin's
+C{Options}): names, defaults and their help, validation, and what the all-in-one
+daemon sets itself.  The option names and defaults are a contract with init scripts
+and the benchmark.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from wsqueue.auth import INTERNAL_USER
+from wsqueue.options import defaultGroup
+from wsqueue.server import Limits
+from wsqueue.tap import allinone, msgqueue, subscriber
+
+from .helpers import LINKED, TAPS
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    Tests for each daemon's Options.
+    """
+
+    def setUp(self) -> None:
+        # Defaults must not depend on the environment of whoever runs the tests.
+        self.patch(os, "environ", {})
+
+    def parse(self, module, *argv: str) -> usage.Options:
+        options = module.Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_serverDefaults(self) -> None:
+        """
+        Every daemon defaults to its own port on 127.0.0.1, 1 MiB messages, 20 s pings and ./certs.
+        """
+        for tapname, (module, port) in TAPS.items():
+            options = self.parse(module)
+            self.assertEqual(options["port"], port, tapname)
+            self.assertEqual(options["interface"], "127.0.0.1")
+            self.assertEqual(options["max-message-size"], 1048576)
+            self.assertEqual(options["ping-interval"], 20)
+            self.assertEqual(options["cert-dir"], "certs")
+            self.assertIsNone(options["credentials"])
+            self.assertEqual(options.limits(), Limits(maxMessageSize=1048576, pingInterval=20.0))
+
+    def test_linkDefaults(self) -> None:
+        """
+        Publisher and subscriber default to wss://localhost:8080 as hello/test, verifying TLS.
+        """
+        for tapname, module in LINKED.items():
+            options = self.parse(module)
+            self.assertEqual(options["queue"], "wss://localhost:8080", tapname)
+            self.assertEqual((options["queue-user"], options["queue-password"]), ("hello", "test"))
+            self.assertFalse(options["insecure"])
+            self.assertIsNone(options["ca"])
+
+    def test_msgqueueDefaults(self) -> None:
+        """
+        msgqueue holds 100000 messages and 1000 unacknowledged per consumer.
+        """
+        options = self.parse(msgqueue)
+        self.assertEqual((options["max-queued"], options["max-in-flight"]), (100_000, 1000))
+
+    def test_values(self) -> None:
+        """
+        Given values are parsed to their types.
+        """
+        options = self.parse(
+            msgqueue, "--port", "9000", "--interface", "0.0.0.0", "--max-message-size", "2048",
+            "--ping-interval", "2.5", "--max-queued", "5", "--max-in-flight", "3", "--cert-dir", "/x",
+            "--credentials", "/y",
+        )
+        self.assertEqual(
+            (options["port"], options["interface"], options["max-message-size"], options["ping-interval"],
+             options["max-queued"], options["max-in-flight"], options["cert-dir"], options["credentials"]),
+            (9000, "0.0.0.0", 2048, 2.5, 5, 3, "/x", "/y"),
+        )
+        self.assertEqual(options.limits(), Limits(maxMessageSize=2048, pingInterval=2.5))
+
+    def test_portZero(self) -> None:
+        """
+        Port 0 (any free port) is accepted for a single daemon.
+        """
+        self.assertEqual(self.parse(msgqueue, "--port", "0")["port"], 0)
+
+    def test_certDirFromEnvironment(self) -> None:
+        """
+        Without --cert-dir, $WS_CERT_DIR is the certificate folder.
+        """
+        self.patch(os, "environ", {"WS_CERT_DIR": "/etc/wsqueue"})
+        self.assertEqual(self.parse(msgqueue)["cert-dir"], "/etc/wsqueue")
+        self.assertEqual(self.parse(msgqueue, "--cert-dir", "/mine")["cert-dir"], "/mine")
+
+    def test_badValues(self) -> None:
+        """
+        Out-of-range or malformed values are usage errors, for every daemon.
+        """
+        for tapname, (module, _) in TAPS.items():
+            for argv in [
+                ["--port", "70000"],
+                ["--port", "-1"],
+                ["--port", "x"],
+                ["--max-message-size", "0"],
+                ["--max-message-size", "big"],
+                ["--ping-interval", "-1"],
+                ["--ping-interval", "0"],
+            ]:
+                self.assertRaises(usage.UsageError, self.parse, module, *argv)
+            self.assertEqual(self.parse(module, "--port", "65535")["port"], 65535, tapname)
+
+    def test_badPortMessage(self) -> None:
+        """
+        A bad --port says what is expected and what was given.
+        """
+        e = self.assertRaises(usage.UsageError, self.parse, msgqueue, "--port", "70000")
+        self.assertIn("--port must be an integer between 0 and 65535", str(e))
+        self.assertIn("70000", str(e))
+
+    def test_badMsgqueueLimits(self) -> None:
+        """
+        msgqueue's limits must be positive.
+        """
+        for argv in [["--max-queued", "0"], ["--max-in-flight", "-3"]]:
+            self.assertRaises(usage.UsageError, self.parse, msgqueue, *argv)
+
+    def test_badQueueURL(self) -> None:
+        """
+        --queue must be a wss:// URL with a host and a valid port.
+        """
+        for tapname, module in LINKED.items():
+            for url in ["http://x", "ws://localhost:8080", "wss://", "wss://localhost:99999"]:
+                e = self.assertRaises(usage.UsageError, self.parse, module, "--queue", url)
+                self.assertTrue(str(e).startswith("--queue: "), (tapname, str(e)))
+
+    def test_queueCredentialsFromEnvironment(self) -> None:
+        """
+        Queue user and password default to $WSQUEUE_QUEUE_USER/_PASSWORD; options win.
+        """
+        self.patch(os, "environ", {"WSQUEUE_QUEUE_USER": "alice", "WSQUEUE_QUEUE_PASSWORD": "secret"})
+        for module in LINKED.values():
+            options = self.parse(module)
+            self.assertEqual((options["queue-user"], options["queue-password"]), ("alice", "secret"))
+            options = self.parse(module, "--queue-user", "bob", "--queue-password", "pw")
+            self.assertEqual((options["queue-user"], options["queue-password"]), ("bob", "pw"))
+
+    def test_subscriberDefaultGroup(self) -> None:
+        """
+        The default group names host and port: stable across restarts, distinct per daemon.
+        """
+        first = self.parse(subscriber)["group"]
+        self.assertEqual(first, f"subscriber-{socket.gethostname()}-8082")
+        self.assertEqual(self.parse(subscriber)["group"], first)
+        self.assertEqual(self.parse(subscriber, "--port", "9000")["group"], f"subscriber-{socket.gethostname()}-9000")
+        self.assertEqual(defaultGroup(8082), first)
+
+    def test_subscriberGroup(self) -> None:
+        """
+        --group names the consumer group.
+        """
+        self.assertEqual(self.parse(subscriber, "--group", "analytics")["group"], "analytics")
+
+    def test_subscriberBadGroup(self) -> None:
+        """
+        A group that could not be a topic is a usage error saying what is wrong with it.
+        """
+        e = self.assertRaises(usage.UsageError, self.parse, subscriber, "--group", "a b")
+        self.assertEqual(str(e), "--group: must not contain whitespace or control characters")
+        for group in ["a*", "", "g" * 300]:
+            self.assertRaises(usage.UsageError, self.parse, subscriber, "--group", group)
+
+
+class HelpTests(SynchronousTestCase):
+    """
+    (#8, item 13) Every daemon's --help gives every option's default.
+    """
+
+    def test_everyOptionHasItsDefault(self) -> None:
+        for tapname, (module, port) in TAPS.items():
+            text = " ".join(str(module.Options()).split())
+            if module is not allinone:
+                self.assertIn(f"--port= The TCP port to listen on. [default: {port}]", text, tapname)
+            for line in str(module.Options()).split("\n      --")[1:]:
+                name = line.split()[0]
+                if name.endswith("=") and name != "help":
+                    self.assertIn("default", " ".join(line.split()), f"{tapname} {name}")
+
+
+class AllInOneOptionsTests(SynchronousTestCase):
+    """
+    Tests for the all-in-one daemon's Options.
+    """
+
+    def setUp(self) -> None:
+        self.patch(os, "environ", {})
+
+    def parse(self, *argv: str) -> allinone.Options:
+        options = allinone.Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_defaults(self) -> None:
+        """
+        The three stages get the separate daemons' ports and the union of their options.
+        """
+        options = self.parse()
+        self.assertEqual(
+            (options["msgqueue-port"], options["publisher-port"], options["subscriber-port"]), (8080, 8081, 8082)
+        )
+        self.assertEqual(options["queue"], "wss://localhost:8080")
+        self.assertEqual((options["max-queued"], options["max-buffered"]), (100_000, 10_000))
+        self.assertEqual(options["group"], f"subscriber-{socket.gethostname()}-8082")
+
+    def test_internalAccount(self) -> None:
+        """
+        (#8, item 11) The stages link with the internal account and a random
+        password, never the demo account, whatever credentials file is given.
+        """
+        first, second = self.parse(), self.parse("--credentials", "users.txt")
+        self.assertEqual((first["queue-user"], second["queue-user"]), (INTERNAL_USER, INTERNAL_USER))
+        self.assertNotEqual(first["queue-password"], second["queue-password"])
+        self.assertGreaterEqual(len(first["queue-password"]), 32)
+
+    def test_separateDaemonsOptionsRefused(self) -> None:
+        """
+        (#8, item 13) Options the all-in-one sets itself are neither listed by
+        --help nor accepted.
+        """
+        usage_ = str(allinone.Options())
+        for option in ("--port", "--queue=", "--queue-user", "--queue-password"):
+            self.assertNotIn(option, usage_)
+            self.assertRaises(usage.UsageError, self.parse, option.rstrip("=") + "=x")
+        self.assertIn("--msgqueue-port", usage_)
+
+    def test_queueFollowsMsgqueuePort(self) -> None:
+        """
+        The stages' msgqueue URL is derived from --msgqueue-port.
+        """
+        options = self.parse("--msgqueue-port", "9100")
+        self.assertEqual(options["queue"], "wss://localhost:9100")
+
+    def test_queueFollowsInterface(self) -> None:
+        """
+        Stages connect to the listening interface: loopback/wildcard as localhost, IPv6 bracketed.
+        """
+        for interface, queue in [
+            ("0.0.0.0", "wss://localhost:8080"),
+            ("::", "wss://localhost:8080"),
+            ("::1", "wss://localhost:8080"),
+            ("10.1.2.3", "wss://10.1.2.3:8080"),
+            ("queue.example", "wss://queue.example:8080"),
+            ("fd00::5", "wss://[fd00::5]:8080"),
+        ]:
+            self.assertEqual(self.parse("--interface", interface)["queue"], queue, interface)
+
+    def test_msgqueuePortZero(self) -> None:
+        """
+        --msgqueue-port 0 is refused: the other stages could not find msgqueue.
+        """
+        e = self.assertRaises(usage.UsageError, self.parse, "--msgqueue-port", "0")
+        self.assertIn("--msgqueue-port", str(e))
+
+    def test_badPorts(self) -> None:
+        """
+        Each stage's port is checked.
+        """
+        for option in ["--msgqueue-port", "--publisher-port", "--subscriber-port"]:
+            self.assertRaises(usage.UsageError, self.parse, option, "70000")
+            self.assertRaises(usage.UsageError, self.parse, option, "x")
+
+    def test_groupFollowsSubscriberPort(self) -> None:
+        """
+        The default group uses the subscriber stage's port.
+        """
+        self.assertEqual(self.parse("--subscriber-port", "9200")["group"], f"subscriber-{socket.gethostname()}-9200")
