@@ -39,7 +39,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from tests.helpers import certDir
+from tests.helpers import certDir, withTimeout
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -150,6 +150,51 @@ def runProcess(argv: Sequence[str], path: str | None = None, timeout: float = 30
         return code, recorder.output.decode("utf-8", "replace")
 
     return recorder.ended.addCallback(ended)
+
+
+class WatchedProcess(ProcessProtocol):
+    """
+    A process whose standard output and error the test reads while it runs (C{out},
+    C{err}), and may write to; C{ended} fires with its exit status.
+    """
+
+    def __init__(self, closeStdin: bool = False) -> None:
+        self.out = b""
+        self.err = b""
+        self.ended: Deferred[int] = Deferred()
+        self._closeStdin = closeStdin
+
+    def connectionMade(self) -> None:
+        if self._closeStdin:
+            self.transport.closeStdin()
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(exitCodeOf(reason))
+
+
+def spawnWatched(
+    testCase: TestCase, argv: Sequence[str], process: WatchedProcess | None = None, env: dict[str, str] | None = None
+) -> WatchedProcess:
+    """
+    Start C{argv} (with L{daemonEnvironment} unless C{env} is given) under
+    C{process}; when the test ends, kill it if it still runs and wait for it.
+    """
+    watched = WatchedProcess() if process is None else process
+    spawned = reactor.spawnProcess(watched, argv[0], list(argv), env=daemonEnvironment() if env is None else env)
+
+    def stop() -> Deferred:
+        if not watched.ended.called:
+            _killIfRunning(spawned)
+        return withTimeout(watched.ended, what=f"{argv[0]} to exit")
+
+    testCase.addCleanup(stop)
+    return watched
 
 
 def _killIfRunning(process) -> None:

@@ -18,7 +18,7 @@ import sys
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
-from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -39,7 +39,7 @@ from wsqueue.client import (
 from wsqueue.publisher import Forwarder, makePublisherFactory
 from wsqueue.server import EndpointHandler, Limits, StageServerFactory, StageServerProtocol
 
-from .daemons import daemonEnvironment, exitCodeOf
+from .daemons import WatchedProcess, daemonEnvironment, spawnWatched
 from .helpers import caPath, certDir, listenTLS, waitFor, withTimeout
 from .pipeline import startPipeline
 
@@ -177,25 +177,11 @@ class InProcess(TestCase):
         return Deferred.fromCoroutine(Run(argv, caPath() if ca == "" else ca).finish())
 
 
-class ClientProcess(ProcessProtocol):
+class ClientProcess(WatchedProcess):
     """
     C{python -m wsqueue.client} as a person runs it: output collected, input written
     by the test, C{ended} firing with the exit status.
     """
-
-    def __init__(self) -> None:
-        self.out = b""
-        self.err = b""
-        self.ended: Deferred[int] = Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.out += data
-
-    def errReceived(self, data: bytes) -> None:
-        self.err += data
-
-    def processEnded(self, reason: Failure) -> None:
-        self.ended.callback(exitCodeOf(reason))
 
     def finish(self, timeout: float = 20.0) -> Deferred[int]:
         return withTimeout(self.ended, timeout, f"wsqueue-client to exit; stderr so far: {self.err!r}")
@@ -206,19 +192,12 @@ def spawnClient(testCase: TestCase, *argv: str) -> ClientProcess:
     Start the command with the test certificates (C{WS_CERT_DIR}) and the demo
     account; killed at the end of the test if still running.
     """
-    process = ClientProcess()
     env = daemonEnvironment()
     env["WS_CERT_DIR"] = certDir()
     for name in ("WSQUEUE_USER", "WSQUEUE_PASSWORD"):
         env.pop(name, None)
-    reactor.spawnProcess(process, sys.executable, [sys.executable, "-m", "wsqueue.client", *argv], env=env)
-
-    async def stop() -> None:
-        if not process.ended.called:
-            process.transport.signalProcess("KILL")
-            await process.ended
-
-    testCase.addCleanup(stop)
+    process = ClientProcess()
+    spawnWatched(testCase, [sys.executable, "-m", "wsqueue.client", *argv], process, env)
     return process
 
 

@@ -11,22 +11,17 @@ running, when the test ends.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 
 from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet import reactor, ssl
-from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
-from twisted.internet.error import ProcessExitedAlready
-from twisted.internet.protocol import ProcessProtocol
-from twisted.python.failure import Failure
 from twisted.trial.unittest import FailTest, TestCase
 
 from wsqueue.auth import basicHeader, makeAuthenticator
 from wsqueue.client import ClientProtocol
 from wsqueue.server import EndpointHandler, Limits, StageServerFactory
 
-from .daemons import daemonEnvironment, exitCodeOf, freePort, runProcess, startDaemon
+from .daemons import WatchedProcess, freePort, runProcess, spawnWatched, startDaemon
 from .helpers import caPath, listenTLS, nextJSON, waitFor, withTimeout
 
 CURL = "/usr/bin/curl"
@@ -54,65 +49,23 @@ def requireExecutable(path: str) -> None:
         raise FailTest(f"{path} is not installed: apt-get install curl openssl")
 
 
-class _Watched(ProcessProtocol):
-    """
-    A process whose output the test reads while it runs.
-    """
-
-    def __init__(self) -> None:
-        self.output = b""
-        self.errors = b""
-        self.ended: Deferred[int] = Deferred()
-
-    def connectionMade(self) -> None:
-        self.transport.closeStdin()
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-
-    def errReceived(self, data: bytes) -> None:
-        self.errors += data
-
-    def processEnded(self, reason: Failure) -> None:
-        self.ended.callback(exitCodeOf(reason))
-
-
-def spawn(testCase: TestCase, argv: Sequence[str]) -> _Watched:
-    """
-    Start C{argv}; when the test ends, kill it if it still runs and wait for it.
-    """
-    watched = _Watched()
-    process = reactor.spawnProcess(watched, argv[0], list(argv), env=daemonEnvironment())
-
-    def stop() -> Deferred:
-        if not watched.ended.called:
-            try:
-                process.signalProcess("KILL")
-            except ProcessExitedAlready:
-                pass
-        return withTimeout(watched.ended, what=f"{argv[0]} to exit")
-
-    testCase.addCleanup(stop)
-    return watched
-
-
-def curl(testCase: TestCase, port: int, path: str, *options: str) -> _Watched:
+def curl(testCase: TestCase, port: int, path: str, *options: str) -> WatchedProcess:
     """
     C{curl -v --cacert <test CA> [options] https://localhost:PORT/path} with the
     WebSocket upgrade headers.  Its standard error (unbuffered, unlike its output
     to a pipe) says what it offered and got over TLS and shows the response head.
     """
-    return spawn(testCase, [CURL, "-sS", "-v", "--cacert", caPath(), *options, *UPGRADE_HEADERS,
-                            f"https://localhost:{port}{path}"])
+    return spawnWatched(testCase, [CURL, "-sS", "-v", "--cacert", caPath(), *options, *UPGRADE_HEADERS,
+                                   f"https://localhost:{port}{path}"], WatchedProcess(closeStdin=True))
 
 
-async def responseHead(watched: _Watched) -> bytes:
+async def responseHead(watched: WatchedProcess) -> bytes:
     """
     The status line and headers of curl's answer (its C{< } lines), once all are in.
     """
-    await waitFor(lambda: b"\n< \r\n" in watched.errors or watched.ended.called, what="curl's response")
-    head = b"".join(line[2:] for line in watched.errors.splitlines(keepends=True) if line.startswith(b"< "))
-    assert head.endswith(b"\r\n\r\n"), watched.errors
+    await waitFor(lambda: b"\n< \r\n" in watched.err or watched.ended.called, what="curl's response")
+    head = b"".join(line[2:] for line in watched.err.splitlines(keepends=True) if line.startswith(b"< "))
+    assert head.endswith(b"\r\n\r\n"), watched.err
     return head
 
 
@@ -144,7 +97,7 @@ class LoopbackTests(TestCase):
         watched = curl(self, self.port, "/subscribe", "--http1.1", "-u", "hello:test")
         head = await responseHead(watched)
         self.assertTrue(head.startswith(b"HTTP/1.1 101 Switching Protocols"), head)
-        self.assertIn(b"ALPN: server accepted http/1.1", watched.errors)
+        self.assertIn(b"ALPN: server accepted http/1.1", watched.err)
         await waitFor(lambda: self.factory.connections, what="the connection open on the server")
         [connection] = self.factory.connections
         self.assertEqual((connection.user, connection.path), ("hello", "/subscribe"))
@@ -159,12 +112,12 @@ class LoopbackTests(TestCase):
         """
         requireExecutable(CURL)
         watched = curl(self, self.port, "/subscribe")
-        self.assertEqual(await withTimeout(watched.ended, what="curl to exit"), 0, watched.errors)
+        self.assertEqual(await withTimeout(watched.ended, what="curl to exit"), 0, watched.err)
         head = await responseHead(watched)
         self.assertTrue(head.startswith(b"HTTP/1.1 401"), head)
         self.assertRegex(head, rb"(?i)\r\nWWW-Authenticate: Basic")
-        self.assertIn(b"ALPN: offers h2,http/1.1", watched.errors)
-        self.assertIn(b"ALPN: server accepted http/1.1", watched.errors)
+        self.assertIn(b"ALPN: offers h2,http/1.1", watched.err)
+        self.assertIn(b"ALPN: server accepted http/1.1", watched.err)
 
     async def test_opensslClient(self) -> None:
         """
@@ -218,8 +171,8 @@ class DaemonTests(TestCase):
         watched = curl(self, subscriber.port, "/subscribe", "--http1.1", "-u", "hello:test")
         head = await responseHead(watched)
         self.assertTrue(head.startswith(b"HTTP/1.1 101 Switching Protocols"), head)
-        self.assertIn(b"ALPN: server accepted http/1.1", watched.errors)
+        self.assertIn(b"ALPN: server accepted http/1.1", watched.err)
         refused = curl(self, subscriber.port, "/subscribe", "--http1.1")
         await withTimeout(refused.ended, what="curl to exit")
-        self.assertTrue((await responseHead(refused)).startswith(b"HTTP/1.1 401"), refused.errors)
+        self.assertTrue((await responseHead(refused)).startswith(b"HTTP/1.1 401"), refused.err)
         self.assertRegex(await responseHead(refused), rb"(?i)\r\nWWW-Authenticate: Basic")
