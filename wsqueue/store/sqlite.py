@@ -439,15 +439,12 @@ class _Database:
     def readGroup(self, group: str, consumer: str, count: int, maxDeliver: int | None) -> list[Entry]:
         nextOffset = self._group(group)
         now = self.now()
-        while count > 0:
-            head = self.db.execute(
-                "SELECT offset, deliveries, alone FROM pending WHERE grp = ? AND consumer = '' ORDER BY offset LIMIT 1",
-                (group,),
-            ).fetchone()
-            if head is None or head[1] < ISOLATE_AFTER:
-                break
-            if maxDeliver is not None and head[2] >= maxDeliver:
-                self._deadLetter(group, [head[0]], now)
+        released = self._released(group, count)
+        while released and released[0][1] >= ISOLATE_AFTER:
+            offset, deliveries, alone = released[0]
+            if maxDeliver is not None and alone >= maxDeliver:
+                self._deadLetter(group, [offset], now)
+                released = self._released(group, count)
                 continue
             # The oldest given-back entry came back more than once: it goes alone, to
             # a consumer holding nothing else, so that only it is blamed if it fails.
@@ -458,13 +455,14 @@ class _Database:
             self.db.execute(
                 "UPDATE pending SET consumer = ?, deliveries = deliveries + 1, alone = alone + 1, delivered = ? "
                 "WHERE grp = ? AND offset = ?",
-                (consumer, now, group, head[0]),
+                (consumer, now, group, offset),
             )
-            alone = self._verified({head[0]: head[1] + 1})
-            if alone:
-                return alone
+            handedOut = self._verified({offset: deliveries + 1})
+            if handedOut:
+                return handedOut
             # It was damaged and is gone: look again.
-        result = self._redeliver(group, consumer, count, maxDeliver, now)
+            released = self._released(group, count)
+        result = self._redeliver(group, consumer, count, maxDeliver, now, released)
         while len(result) < count:
             fresh = list(
                 self.db.execute(
@@ -486,26 +484,40 @@ class _Database:
             result.extend(good)
         return result
 
-    def _redeliver(self, group: str, consumer: str, count: int, maxDeliver: int | None, now: float) -> list[Entry]:
+    def _released(self, group: str, count: int) -> list[tuple[int, int, int]]:
+        """
+        Up to C{count} of the group's given-back entries, oldest first: their offset,
+        deliveries and deliveries alone.
+        """
+        return list(
+            self.db.execute(
+                "SELECT offset, deliveries, alone FROM pending WHERE grp = ? AND consumer = '' ORDER BY offset LIMIT ?",
+                (group, count),
+            )
+        )
+
+    def _redeliver(
+        self, group: str, consumer: str, count: int, maxDeliver: int | None, now: float,
+        released: list[tuple[int, int, int]],
+    ) -> list[Entry]:
         """
         Hand out given-back entries as one batch (the oldest was delivered only once),
-        dead-lettering those delivered alone C{maxDeliver} times.
+        dead-lettering those delivered alone C{maxDeliver} times; C{released} is the
+        first look at them (see L{_released}), taken by the caller.
         """
         result: list[Entry] = []
+        first: list[tuple[int, int, int]] | None = released
         while len(result) < count:
-            released = list(
-                self.db.execute(
-                    "SELECT offset, deliveries, alone FROM pending WHERE grp = ? AND consumer = '' "
-                    "ORDER BY offset LIMIT ?",
-                    (group, count - len(result)),
-                )
-            )
-            if not released:
+            if first is not None:
+                batch, first = first, None
+            else:
+                batch = self._released(group, count - len(result))
+            if not batch:
                 break
-            spent = [offset for offset, _, alone in released if maxDeliver is not None and alone >= maxDeliver]
+            spent = [offset for offset, _, alone in batch if maxDeliver is not None and alone >= maxDeliver]
             if spent:
                 self._deadLetter(group, spent, now)
-            taken = {offset: deliveries + 1 for offset, deliveries, _ in released if offset not in spent}
+            taken = {offset: deliveries + 1 for offset, deliveries, _ in batch if offset not in spent}
             self.db.executemany(
                 "UPDATE pending SET consumer = ?, deliveries = deliveries + 1, delivered = ? WHERE grp = ? AND offset = ?",
                 [(consumer, now, group, offset) for offset in taken],
