@@ -199,6 +199,9 @@ class StageServerProtocol(PausableReading, frames.WholeFrames, WebSocketServerPr
     user: str | None = None
     path: str = ""
     slowConsumer: bool = False
+    peerBufferLimit: int = MAX_PEER_BUFFER
+    """The bound L{_admits} applies: the factory's C{maxPeerBuffer}, unless the
+    endpoint's handler sets its own when it is made."""
     """Closed for passing Limits.maxPeerBuffer: nothing more is written."""
     _sendingClose: bool = False
 
@@ -216,6 +219,7 @@ class StageServerProtocol(PausableReading, frames.WholeFrames, WebSocketServerPr
 
     def _authenticated(self, user: str, route: Route, request: ConnectionRequest) -> None:
         self.user = user
+        self.peerBufferLimit = self.factory.limits.maxPeerBuffer
         self.handler = route(self, request)
 
     def _refused(self, failure: Failure) -> Deferred[None]:
@@ -310,7 +314,7 @@ class StageServerProtocol(PausableReading, frames.WholeFrames, WebSocketServerPr
             # The opening handshake's answer; frames of a closing handshake.
             return True
         waiting = unsentBytes(self)
-        if waiting is None or waiting + size <= self.factory.limits.maxPeerBuffer:
+        if waiting is None or waiting + size <= self.peerBufferLimit:
             return True
         self._closeSlowConsumer()
         return False
@@ -319,7 +323,7 @@ class StageServerProtocol(PausableReading, frames.WholeFrames, WebSocketServerPr
         self.slowConsumer = True
         self.eventLog.warn(
             "closing {peer} ({user}) on {path}: slow consumer, more than {limit} bytes waiting",
-            peer=self.peer, user=self.user, path=self.path, limit=self.factory.limits.maxPeerBuffer,
+            peer=self.peer, user=self.user, path=self.path, limit=self.peerBufferLimit,
         )
         self._sendingClose = True
         try:

@@ -20,19 +20,16 @@ from collections import deque
 from dataclasses import replace
 
 from autobahn.websocket.types import ConnectionRequest
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from wsqueue import frames, wire
 from wsqueue.auth import BasicAuthenticator
 from wsqueue.coalesce import CoalescedCall
 from wsqueue.link import LinkOwner, LinkProtocol
-from wsqueue.server import EndpointHandler, Limits, StageServerFactory, StageServerProtocol, closeWith, unsentBytes
+from wsqueue.server import EndpointHandler, Limits, StageServerFactory, StageServerProtocol
 
 MAX_SUBSCRIPTIONS_PER_CLIENT = 10_000
 DEFAULT_MAX_CLIENT_BUFFER = 1024 * 1024
-POLICY_VIOLATION = 1008
 ACK_EVERY = 100
 ACK_DELAY = 0.02
 """The reader acknowledges after this many messages or this many seconds, whichever comes first."""
@@ -188,16 +185,16 @@ class QueueReader(LinkOwner):
             self._unacked = 0
 
 
-@implementer(IPushProducer)
 class SubscribeHandler(EndpointHandler):
     """
     A client on C{/subscribe}.
 
-    It is its transport's producer, so it learns when the client stops keeping up:
-    while the socket's buffers are full, a client with more than C{maxClientBuffer}
-    bytes waiting for it beyond them is closed with 1008 ("slow consumer") instead of
-    holding memory without bound or slowing the others.  Only bytes still waiting
-    count: a client that reads slowly but keeps up within the bound stays.
+    A client with more than C{maxClientBuffer} bytes waiting for it beyond what the
+    socket's buffers hold is closed with 1008 ("slow consumer") instead of holding
+    memory without bound or slowing the others: the connection's own bound on
+    everything queued for its peer (L{StageServerProtocol}), set to that figure.
+    Only bytes still waiting count: a client that reads slowly but keeps up within
+    the bound stays.
     """
 
     def __init__(
@@ -206,24 +203,8 @@ class SubscribeHandler(EndpointHandler):
         super().__init__(connection, request)
         self.registry = registry
         self.maxClientBuffer = maxClientBuffer
+        connection.peerBufferLimit = maxClientBuffer
         self.topics: set[str] = set()
-        self.backlog: int | None = None
-
-    def opened(self) -> None:
-        transport = self.connection.transport
-        assert transport is not None  # the WebSocket is open
-        transport.registerProducer(self, True)
-
-    # IPushProducer: the transport says when its buffer is full and when it drained.
-    def pauseProducing(self) -> None:
-        if self.backlog is None:
-            self.backlog = 0
-
-    def resumeProducing(self) -> None:
-        self.backlog = None
-
-    def stopProducing(self) -> None:
-        self.backlog = None
 
     def received(self, payload: bytes, isBinary: bool) -> None:
         request = wire.parseSubscribe(payload, isBinary)
@@ -254,28 +235,16 @@ class SubscribeHandler(EndpointHandler):
 
     def sendFrames(self, data: bytes) -> None:
         """
-        Write complete WebSocket frames (see L{frames.textFrame}) to the client,
-        or close it as a slow consumer if they would not fit in its buffer bound.
+        Write complete WebSocket frames (see L{frames.textFrame}) to the client; if
+        that closes it as a slow consumer, it is counted and forgotten at once.
         """
-        if not self.connection.isOpen:
+        connection = self.connection
+        if not connection.isOpen:
             return
-        if self.backlog is not None:
-            size = len(data)
-            self.backlog += size
-            waiting = unsentBytes(self.connection)
-            if (self.backlog if waiting is None else waiting + size) > self.maxClientBuffer:
-                self._tooSlow()
-                return
-        self.connection.sendFrames(data)
-
-    def _tooSlow(self) -> None:
-        self.log.warn(
-            "closing {peer} ({user}): slow consumer, more than {limit} bytes waiting",
-            peer=self.connection.peer, user=self.connection.user, limit=self.maxClientBuffer,
-        )
-        self.registry.slowConsumersClosed += 1
-        self._forget()
-        closeWith(self.connection, POLICY_VIOLATION, "slow consumer")
+        connection.sendFrames(data)
+        if connection.slowConsumer:
+            self.registry.slowConsumersClosed += 1
+            self._forget()
 
 
 def makeSubscriberFactory(
