@@ -11,22 +11,13 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import reactor, task
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import TestCase
 
-from wsqueue import broker
+from wsqueue._compat import unsentBytes
 from wsqueue.auth import basicHeader, makeAuthenticator
+from wsqueue.connection import Limits
 from wsqueue.link import HandshakeFailed, LinkOwner
-from wsqueue.server import (
-    DELIVERY_BURST,
-    ENVELOPE_SLACK,
-    MAX_PEER_BUFFER,
-    ConnectionCloser,
-    EndpointHandler,
-    Limits,
-    StageServerFactory,
-    StageServerProtocol,
-    unsentBytes,
-)
+from wsqueue.server import ConnectionCloser, EndpointHandler, StageServerFactory, StageServerProtocol
 from wsqueue.wire import WireError
 
 from .helpers import Clients, listenTLS, nextJSON, noFrameWithin, rawRequest, upgradeRequest, waitFor
@@ -160,22 +151,6 @@ class LinkStartDelayTests(TestCase):
 class _Owner(LinkOwner):
     def linkReceived(self, link, payload, isBinary) -> None:
         pass
-
-
-class NoDelayTests(TestCase):
-    timeout = 20
-
-    async def test_serverAndLinkSocketsNoDelay(self) -> None:
-        """
-        Server connections and links send small frames at once (TCP_NODELAY), so a
-        frame never waits for the peer's delayed acknowledgement.
-        """
-        queue = StandInQueue(self)
-        link = startLink(self, queue.listen(), "/popmsg", _Owner())
-        await waitFor(lambda: queue.poppers and link.protocol, what="the link open on both ends")
-        for transport in (queue.poppers[0].connection.transport, link.protocol.transport):
-            tcp = transport.transport  # under TLS
-            self.assertTrue(tcp.getHandle().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
 
 
 def shrinkSocketBuffers(connection: StageServerProtocol, client) -> None:
@@ -387,25 +362,6 @@ class PeerBufferTests(TestCase):
         self.assertFalse(connection.slowConsumer)
         self.assertEqual(self.slowConsumerWarnings(), [])
         self.assertLess(connection.mostWaiting, self.limit)
-
-
-class LimitsTests(SynchronousTestCase):
-    def test_maxPeerBufferDefault(self) -> None:
-        """
-        A peer may have 1 MiB waiting by default, as a subscriber's client may
-        (C{--max-client-buffer}).
-        """
-        self.assertEqual(Limits().maxPeerBuffer, MAX_PEER_BUFFER)
-        self.assertEqual(MAX_PEER_BUFFER, 1024 * 1024)
-
-    def test_internalHoldsADeliveryBurst(self) -> None:
-        """
-        msgqueue's connections (internal limits) may hold a whole delivery burst on
-        top of the bound: flow control pauses a consumer only after one.
-        """
-        internal = Limits(maxMessageSize=1000, maxPeerBuffer=5000).internal()
-        self.assertEqual(internal.maxPeerBuffer, 5000 + DELIVERY_BURST * (1000 + ENVELOPE_SLACK))
-        self.assertGreaterEqual(DELIVERY_BURST, broker.READ_BATCH)
 
 
 class _CountingPongs(StageServerProtocol):

@@ -36,9 +36,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from wsqueue import wire
-from wsqueue._compat import handshakeStatusLine
 from wsqueue.auth import DEMO_PASSWORD, DEMO_USER, basicHeader
-from wsqueue.link import HandshakeFailed, LinkProtocol
+from wsqueue.link import ClientConnection, HandshakeFailed
 from wsqueue.tls import TLSConfigurationError, clientEndpoint, defaultCAPath, defaultCertDir, parseURL
 
 DEFAULT_TIMEOUT = 10.0
@@ -66,66 +65,24 @@ class ClientError(Exception):
     """
 
 
-class ConnectFailed(HandshakeFailed):
+class ClientProtocol(ClientConnection):
     """
-    The WebSocket did not open; keeps what L{describeHandshakeFailure} needs to say why.
-
-    @ivar statusReason: the reason phrase of the HTTP answer, if there was one.
-    @ivar lost: why the connection was lost, if it was lost rather than refused.
+    A WebSocket whose incoming frames are queued for the command to read (L{None}
+    once it closed).
     """
-
-    def __init__(self, status: int | None, reason: str, statusReason: str, lost: Failure | None) -> None:
-        super().__init__(status, reason)
-        self.statusReason = statusReason
-        self.lost = lost
-
-
-class ClientProtocol(LinkProtocol):
-    """
-    A WebSocket whose incoming frames are queued for the command to read.
-
-    @ivar opened: fires with the protocol once the WebSocket is open, or fails with
-        L{ConnectFailed}; cancelling it abandons the connection.
-    @ivar closed: fires with C{(code, reason)} once the connection is gone; then
-        Autobahn's C{wasClean} says whether the closing handshake completed.
-    """
-
-    closed: Deferred[tuple[int | None, str | None]]
 
     def __init__(self) -> None:
         super().__init__()
-        self.opened = Deferred(lambda _: self._abandon())
         self.frames: DeferredQueue = DeferredQueue()
-        self._refusal = ""
 
-    def _abandon(self) -> None:
-        if self.transport is not None:
-            self.transport.abortConnection()
-
-    def onOpen(self) -> None:
-        self.opened.callback(self)
-
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+    def frameReceived(self, payload: bytes, isBinary: bool) -> None:
         self.frames.put(payload)
 
-    def failHandshake(self, reason: str) -> None:
-        # Autobahn aborts the connection next, and that abort is all the reason
-        # connectionLost would give: keep the real one.
-        self._refusal = reason
-        super().failHandshake(reason)
-
-    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        if not self.opened.called:
-            self.opened.errback(self._connectFailed(reason))
+    def handshakeFailed(self, failure: HandshakeFailed) -> None:
         self.frames.put(None)
-        self.closed.callback((code, reason))
 
-    def _connectFailed(self, reason: str | None) -> ConnectFailed:
-        status = self._status()
-        statusLine = (handshakeStatusLine(self) or "").split(None, 2)
-        statusReason = statusLine[2] if status is not None and len(statusLine) == 3 else ""
-        lost = self._lostReason if self._lostReason is not None and not self._refusal else None
-        return ConnectFailed(status, self._refusal or self._why(reason), statusReason, lost)
+    def connectionClosed(self, code: int | None, reason: str | None) -> None:
+        self.frames.put(None)
 
 
 def endpointURL(base: str, path: str) -> str:
@@ -144,7 +101,7 @@ def endpointURL(base: str, path: str) -> str:
     return urlunsplit(parts._replace(path=prefix))
 
 
-def describeHandshakeFailure(failure: ConnectFailed, host: str, port: int, path: str, option: str) -> str:
+def describeHandshakeFailure(failure: HandshakeFailed, host: str, port: int, path: str, option: str) -> str:
     """
     Say why the WebSocket to C{host:port} did not open, in terms of what to change.
     """
@@ -234,7 +191,7 @@ class Session:
             raise ClientError(f"cannot connect to {host}:{port}: unknown host") from None
         except ConnectError as e:
             raise ClientError(f"cannot connect to {host}:{port}: {e}") from None
-        except ConnectFailed as e:
+        except HandshakeFailed as e:
             if self.closing:
                 raise ClientError(f"stopped while connecting to {host}:{port}") from None
             raise ClientError(describeHandshakeFailure(e, host, port, urlsplit(url).path, option)) from None

@@ -14,9 +14,8 @@ connection's later loss has no transition in L{ClientService}'s state machine.)
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
-import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
@@ -27,17 +26,10 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from wsqueue import frames
-from wsqueue._compat import (
-    QuietClientService,
-    cancelCloseHandshakeTimer,
-    handshakeStatusLine,
-    notCleanReason,
-    setNoDelay,
-)
+from wsqueue._compat import QuietClientService, cancelCloseHandshakeTimer, handshakeStatusLine, notCleanReason
 from wsqueue.auth import basicHeader
+from wsqueue.connection import GOING_AWAY, Limits, StageConnection, applyLimits, closeWith
 from wsqueue.logsummary import RepeatSummary
-from wsqueue.server import GOING_AWAY, Limits, applyLimits, closeWith
 
 RetryPolicy = Callable[[int], float]
 FAILURE_SUMMARY_INTERVAL = 60.0
@@ -56,13 +48,19 @@ class HandshakeFailed(Exception):
     """
     The TCP (and TLS) connection was made but the WebSocket did not open.
 
-    @ivar status: the HTTP status msgqueue answered with, if it answered.
+    @ivar status: the HTTP status the server answered with, if it answered.
+    @ivar reason: why, in a few words.
+    @ivar statusReason: the reason phrase of that answer (C{"Unauthorized"}), or "".
+    @ivar lost: why the connection was lost, when it was lost (a TLS error, a drop)
+        rather than refused by the server.
     """
 
-    def __init__(self, status: int | None, reason: str) -> None:
+    def __init__(self, status: int | None, reason: str, statusReason: str = "", lost: Failure | None = None) -> None:
         super().__init__(status, reason)
         self.status = status
         self.reason = reason
+        self.statusReason = statusReason
+        self.lost = lost
 
     def __str__(self) -> str:
         if self.status is not None:
@@ -103,63 +101,87 @@ class LinkOwner:
 
 # Autobahn's WebSocketAdapterProtocol and WebSocketProtocol annotate peer and
 # _transport_details differently (as in Autobahn's own protocol classes).
-class LinkProtocol(frames.WholeFrames, WebSocketClientProtocol):  # type: ignore[misc]
+class ClientConnection(StageConnection, WebSocketClientProtocol):  # type: ignore[misc]
     """
-    The client side of a link; reports to the L{QueueLink} that made it.
-    """
+    The client side of a wsqueue WebSocket: a link to msgqueue (L{LinkProtocol}), or
+    C{wsqueue-client}'s connection to a publisher or subscriber.
 
-    # Not 'log': that is Autobahn's own txaio logger (debug lines per frame), kept
-    # to errors here, since its info and warning lines repeat what the link logs
-    # itself (two more lines per failed attempt).
-    # txaio binds make_logger at import (txaio._use_framework), out of mypy's sight.
-    log = txaio.make_logger(level="error")  # type: ignore[attr-defined]
-    eventLog = Logger()
-    peerMasks = False
+    Subclasses override the hooks L{frameReceived}, L{connectionOpened},
+    L{handshakeFailed} and L{connectionClosed}.
+
+    @ivar opened: fires with the protocol once the WebSocket is open, or fails with
+        L{HandshakeFailed}; cancelling it abandons the connection.
+    @ivar closed: fires with C{(code, reason)} once the connection is gone (code
+        L{None} if no close frame came); Autobahn's C{wasClean} then says whether
+        the closing handshake completed.
+    """
 
     def __init__(self) -> None:
         super().__init__()
-        self.opened: Deferred[LinkProtocol] = Deferred()
-        # Fires with None here; subclasses may fire it with more (wsqueue.client).
-        self.closed: Deferred[Any] = Deferred()
+        self.opened: Deferred[ClientConnection] = Deferred(lambda _: self._abandon())
+        self.closed: Deferred[tuple[int | None, str | None]] = Deferred()
         self._lostReason: Failure | None = None
+        self._refusal = ""
 
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        setNoDelay(self.transport)
+    # -- hooks -------------------------------------------------------------------
+
+    def frameReceived(self, payload: bytes, isBinary: bool) -> None:
+        """A whole message arrived."""
+
+    def connectionOpened(self) -> None:
+        """The WebSocket is open (L{opened} has fired)."""
+
+    def handshakeFailed(self, failure: HandshakeFailed) -> None:
+        """The WebSocket did not open (L{opened} fails with C{failure} next)."""
+
+    def connectionClosed(self, code: int | None, reason: str | None) -> None:
+        """The open WebSocket is gone."""
+
+    # -- Autobahn's callbacks ---------------------------------------------------
+
+    def _abandon(self) -> None:
+        if self.transport is not None:
+            self.transport.abortConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lostReason = reason
         super().connectionLost(reason)
         cancelCloseHandshakeTimer(self)
 
+    def failHandshake(self, reason: str) -> None:
+        # Autobahn aborts the connection next, and that abort is all the reason
+        # connectionLost would give: keep the real one.
+        self._refusal = reason
+        super().failHandshake(reason)
+
     def onOpen(self) -> None:
         self.opened.callback(self)
-        self.factory.link._opened(self)
+        self.connectionOpened()
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        try:
-            self.factory.link.owner.linkReceived(self, payload, isBinary)
-        except Exception:  # noqa: BLE001 -- a bug must not break the link
-            self.eventLog.failure("handling a frame from msgqueue failed")
+        self.frameReceived(payload, isBinary)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if not self.opened.called:
-            failure = HandshakeFailed(self._status(), self._why(reason))
-            self.factory.link._handshakeFailed(failure)
+            failure = self.handshakeFailure(reason)
+            self.handshakeFailed(failure)
             self.opened.errback(failure)
-            self.opened.addErrback(lambda _: None)
         else:
-            self.factory.link._closed(self, code, reason)
-        self.closed.callback(None)
+            self.connectionClosed(code, reason)
+        self.closed.callback((code, reason))
 
-    def _status(self) -> int | None:
-        statusLine = handshakeStatusLine(self)
-        if statusLine is None:
-            return None
-        try:
-            return int(statusLine.split()[1])
-        except (AttributeError, IndexError, ValueError):
-            return None
+    def handshakeFailure(self, reason: str | None = None) -> HandshakeFailed:
+        """
+        Why the WebSocket did not open: the server's HTTP answer if it gave one,
+        else why the connection was lost (C{reason} is Autobahn's).
+        """
+        statusLine = (handshakeStatusLine(self) or "").split(None, 2)
+        status: int | None = None
+        if len(statusLine) >= 2 and statusLine[1].isdigit():
+            status = int(statusLine[1])
+        statusReason = statusLine[2] if status is not None and len(statusLine) == 3 else ""
+        lost = self._lostReason if self._lostReason is not None and not self._refusal else None
+        return HandshakeFailed(status, self._refusal or self._why(reason), statusReason, lost)
 
     def _why(self, reason: str | None) -> str:
         if self._lostReason is not None and self._lostReason.value is not None:
@@ -168,18 +190,30 @@ class LinkProtocol(frames.WholeFrames, WebSocketClientProtocol):  # type: ignore
                 return lost
         return reason or notCleanReason(self) or "connection closed"
 
-    @property
-    def isOpen(self) -> bool:
-        return self.state == self.STATE_OPEN
 
-    def send(self, payload: bytes) -> bool:
-        """
-        Send a text frame if the link is open; say whether it was sent.
-        """
-        if self.state == self.STATE_OPEN:
-            self.sendText(payload)
-            return True
-        return False
+class LinkProtocol(ClientConnection):
+    """
+    The client side of a link; reports to the L{QueueLink} that made it.
+    """
+
+    peerMasks = False
+
+    def connectionOpened(self) -> None:
+        self.factory.link._opened(self)
+
+    def frameReceived(self, payload: bytes, isBinary: bool) -> None:
+        try:
+            self.factory.link.owner.linkReceived(self, payload, isBinary)
+        except Exception:  # noqa: BLE001 -- a bug must not break the link
+            self.eventLog.failure("handling a frame from msgqueue failed")
+
+    def handshakeFailed(self, failure: HandshakeFailed) -> None:
+        self.factory.link._handshakeFailed(failure)
+        # The link has reported it: nobody else waits on this attempt.
+        self.opened.addErrback(lambda _: None)
+
+    def connectionClosed(self, code: int | None, reason: str | None) -> None:
+        self.factory.link._closed(self, code, reason)
 
 
 @implementer(IStreamClientEndpoint)
@@ -326,11 +360,8 @@ class QueueLink(Service):
             self._delayedStart.cancel()
             return succeed(None)
         protocol = self.protocol
-        if protocol is not None and protocol.isOpen:
-            self.owner.linkStopping(protocol)
-            closeWith(protocol, GOING_AWAY, "stage shutting down")
-            waiting = protocol.closed
-        else:
-            waiting = succeed(None)
-        waiting.addCallback(lambda _: self._client.stopService())
-        return waiting
+        if protocol is None or not protocol.isOpen:
+            return self._client.stopService()
+        self.owner.linkStopping(protocol)
+        closeWith(protocol, GOING_AWAY, "stage shutting down")
+        return protocol.closed.addCallback(lambda _: self._client.stopService())

@@ -33,7 +33,8 @@ from zope.interface import implementer
 from wsqueue import wire
 from wsqueue.auth import BasicAuthenticator
 from wsqueue.broker import QueueBroker, describe
-from wsqueue.server import EndpointHandler, Limits, StageServerFactory, StageServerProtocol
+from wsqueue.connection import Limits
+from wsqueue.server import EndpointHandler, StageServerFactory, StageServerProtocol
 from wsqueue.store.base import Entry
 
 _consumerNumbers = itertools.count(1)

@@ -12,10 +12,8 @@ client has authenticated.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import cast
 
-import txaio
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.application.service import Service
@@ -25,84 +23,18 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from wsqueue import _compat, frames
-from wsqueue._compat import setNoDelay, unsentBytes  # also importable from here, as before (tests)
+from wsqueue._compat import unsentBytes
 from wsqueue.auth import UNAUTHORIZED_HEADERS, BasicAuthenticator
+from wsqueue.connection import (
+    GOING_AWAY,
+    MAX_PEER_BUFFER,
+    POLICY_VIOLATION,
+    Limits,
+    StageConnection,
+    applyLimits,
+    closeWith,
+)
 from wsqueue.wire import WireError
-
-GOING_AWAY = 1001
-POLICY_VIOLATION = 1008
-HANDSHAKE_TIMEOUT = 10.0
-CLOSE_TIMEOUT = 5.0
-ENVELOPE_SLACK = 4096
-"""Room for what stages add around a client's message (ids, offsets) on internal links."""
-MAX_PEER_BUFFER = 1024 * 1024
-"""Default of L{Limits.maxPeerBuffer}: the subscriber's default C{--max-client-buffer}."""
-DELIVERY_BURST = 500
-"""The most messages msgqueue writes to one consumer in one go (the broker's C{READ_BATCH}):
-flow control pauses a consumer only after such a burst, so its bound must hold one."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    """
-    The protocol limits of one daemon, applied to every connection it makes or takes.
-
-    @ivar maxMessageSize: the largest message a client may send, in bytes; bigger
-        ones are refused with close code 1009.
-    @ivar pingInterval: seconds between WebSocket pings; a peer that does not answer
-        within the same time is dropped.
-    @ivar maxPeerBuffer: the most bytes that may wait for one peer beyond what its
-        transport holds before it pushes back (see L{unsentBytes}), whatever queued
-        them: messages, Acks and Errors, and Autobahn's pongs and close frames.  A
-        peer that would pass it is closed as a slow consumer (see
-        L{StageServerProtocol}).
-    """
-
-    maxMessageSize: int = 1024 * 1024
-    pingInterval: float = 20.0
-    handshakeTimeout: float = HANDSHAKE_TIMEOUT
-    maxPeerBuffer: int = MAX_PEER_BUFFER
-
-    def internal(self) -> Limits:
-        """
-        The limits for stage-to-stage links, whose frames wrap client messages, and
-        whose peers (msgqueue's consumers) take deliveries in bursts of up to
-        L{DELIVERY_BURST} messages before flow control can pause them.
-        """
-        maxMessageSize = self.maxMessageSize + ENVELOPE_SLACK
-        return Limits(
-            maxMessageSize, self.pingInterval, self.handshakeTimeout,
-            self.maxPeerBuffer + DELIVERY_BURST * maxMessageSize,
-        )
-
-
-def closeWith(protocol, code: int, reason: str) -> None:
-    """
-    Start the closing handshake with C{code}.  Autobahn's C{sendClose} accepts only
-    1000 and 3000-4999 from applications, but RFC 6455 gives 1001 (going away) to a
-    server that shuts down, and 1008 to a policy violation.
-    """
-    if protocol.state == protocol.STATE_OPEN:
-        _compat.sendCloseWithAnyCode(protocol, code, reason.encode("utf-8")[:123])
-
-
-def applyLimits(factory, limits: Limits) -> None:
-    """
-    Set every protocol option wsqueue relies on; Autobahn's defaults are unsafe for a
-    server (no size limit, no pings, a status page for plain HTTP requests).
-    """
-    options = {
-        "maxFramePayloadSize": limits.maxMessageSize,
-        "maxMessagePayloadSize": limits.maxMessageSize,
-        "autoPingInterval": limits.pingInterval,
-        "autoPingTimeout": limits.pingInterval,
-        "openHandshakeTimeout": limits.handshakeTimeout,
-        "closeHandshakeTimeout": CLOSE_TIMEOUT,
-        "failByDrop": False,
-    }
-    if isinstance(factory, WebSocketServerFactory):
-        options["webStatus"] = False
-    factory.setProtocolOptions(**options)
 
 
 class EndpointHandler:
@@ -170,7 +102,7 @@ class PausableReading(frames.AutobahnConnection):
 
 # Autobahn's WebSocketAdapterProtocol and WebSocketProtocol annotate peer and
 # _transport_details differently (as in Autobahn's own protocol classes).
-class StageServerProtocol(PausableReading, frames.WholeFrames, WebSocketServerProtocol):  # type: ignore[misc]
+class StageServerProtocol(PausableReading, StageConnection, WebSocketServerProtocol):  # type: ignore[misc]
     """
     A server connection: authenticates, routes to an L{EndpointHandler}, and keeps
     every failure inside the connection as an C{{"Error": ...}} frame.
@@ -186,12 +118,6 @@ class StageServerProtocol(PausableReading, frames.WholeFrames, WebSocketServerPr
     a pong per ping without bound, and one that publishes with Ids an Ack per message.
     """
 
-    # Not 'log': that is Autobahn's own txaio logger (debug lines per frame), kept to
-    # errors here, since its info and warning lines repeat what eventLog says (two
-    # more lines per refused handshake, one per connection it drops).
-    # txaio binds make_logger at import (txaio._use_framework), out of mypy's sight.
-    log = txaio.make_logger(level="error")  # type: ignore[attr-defined]
-    eventLog = Logger()
     # None until onConnect has authenticated the client; read only from onOpen on,
     # which Autobahn calls after that (typed as set, so that the per-message
     # onMessage needs no check).
@@ -235,10 +161,6 @@ class StageServerProtocol(PausableReading, frames.WholeFrames, WebSocketServerPr
         self.eventLog.failure("accepting {peer} on {path} failed", failure, peer=self.peer, path=self.path)
         raise ConnectionDeny(500, "internal error")
 
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        setNoDelay(self.transport)
-
     # What Autobahn keeps of the opening handshake and never reads once it is done.
     _HANDSHAKE_LEFTOVERS = _compat.AUTOBAHN_HANDSHAKE_LEFTOVERS
 
@@ -277,18 +199,6 @@ class StageServerProtocol(PausableReading, frames.WholeFrames, WebSocketServerPr
         except Exception:  # noqa: BLE001 -- a bug must not reach the client as a traceback
             self.eventLog.failure("handling {path} for {peer} failed", peer=self.peer, path=self.path)
             self.send(WireError("internal error").encode())
-
-    @property
-    def isOpen(self) -> bool:
-        return self.state == self.STATE_OPEN
-
-    def send(self, payload: bytes) -> None:
-        """
-        Send a text frame if the connection is still open; frames for a closed
-        connection are dropped here, not raised.
-        """
-        if self.state == self.STATE_OPEN:
-            self.sendText(payload)
 
     def sendError(self, error: WireError) -> None:
         self.send(error.encode())

@@ -25,8 +25,9 @@ from twisted.logger import Logger
 from wsqueue import frames, wire
 from wsqueue.auth import BasicAuthenticator
 from wsqueue.coalesce import CoalescedCall
+from wsqueue.connection import Limits
 from wsqueue.link import LinkOwner, LinkProtocol
-from wsqueue.server import EndpointHandler, Limits, StageServerFactory, StageServerProtocol
+from wsqueue.server import EndpointHandler, StageServerFactory, StageServerProtocol
 
 MAX_SUBSCRIPTIONS_PER_CLIENT = 10_000
 DEFAULT_MAX_CLIENT_BUFFER = 1024 * 1024
