@@ -15,9 +15,8 @@ from collections.abc import Callable
 from autobahn.twisted.websocket import WebSocketClientFactory
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateResponseAccept
 from twisted.internet import reactor, task
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.protocol import ClientFactory, Protocol
-from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
 from wsqueue import tls
@@ -25,6 +24,7 @@ from wsqueue.auth import basicHeader
 from wsqueue.certs import makeDevelopmentCertificates
 from wsqueue.client import ClientProtocol
 from wsqueue.tap import msgqueue, publisher, subscriber
+from wsqueue.testing import AcceptingAuthenticator, MemoryServerTransport  # noqa: F401 -- test_frames, test_compat import them from here
 from wsqueue.tls import clientEndpoint
 
 _certDir: str | None = None
@@ -230,25 +230,6 @@ async def assertHandshakeRefusals(testCase: TestCase, port: int, path: str) -> N
     testCase.assertTrue(response.startswith(b"HTTP/1.1 401"), response)
     response = await rawRequest(port, upgradeRequest(port, path, basicHeader("hello", "test"), upgrade=False))
     testCase.assertTrue(response.startswith(b"HTTP/1.1 400"), response)
-
-
-class MemoryServerTransport(StringTransport):
-    """
-    An in-memory transport for a server protocol driven by hand.  Autobahn
-    unregisters a producer when it fails a connection, registered or not.
-    """
-
-    def unregisterProducer(self) -> None:
-        self.producer = None
-
-
-class AcceptingAuthenticator:
-    """
-    An authenticator that accepts anyone as C{tester}, for protocol tests in memory.
-    """
-
-    def authenticate(self, header: str | None) -> Deferred[str]:
-        return succeed("tester")
 
 
 # The separate daemons' plugins (module, default port), and those that link to msgqueue.

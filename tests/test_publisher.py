@@ -18,6 +18,7 @@ from wsqueue import wire
 from wsqueue.auth import makeAuthenticator
 from wsqueue.publisher import Forwarder, makePublisherFactory
 from wsqueue.server import Limits
+from wsqueue.testing import RecordingLink, RecordingPublishClient
 
 from .helpers import Clients, assertHandshakeRefusals, listenTLS, nextJSON, noFrameWithin, waitFor
 from .standins import StandInQueue, startLink
@@ -179,40 +180,6 @@ class PublisherTests(TestCase):
         self.assertIsNone(link.protocol)
 
 
-class FakeClient:
-    """
-    Stands in for a publishing connection: records acks, errors and pauses.
-    """
-
-    def __init__(self) -> None:
-        self.acks: list = []
-        self.errors: list = []
-        self.paused = False
-
-    def acknowledge(self, clientId) -> None:
-        self.acks.append(clientId)
-
-    def refuse(self, error) -> None:
-        self.errors.append(error)
-
-    def pause(self) -> None:
-        self.paused = True
-
-    def resume(self) -> None:
-        self.paused = False
-
-
-class FakeLink:
-    isOpen = True
-
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    def send(self, payload: bytes) -> bool:
-        self.sent.append(payload)
-        return True
-
-
 class ForwarderTests(TestCase):
     """
     The forwarder's bounds and batching, in memory.
@@ -221,7 +188,7 @@ class ForwarderTests(TestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.forwarder = Forwarder(self.clock, maxBuffered=10)
-        self.client = FakeClient()
+        self.client = RecordingPublishClient()
         self.forwarder.addClient(self.client)
 
     def submit(self, count: int, start: int = 0) -> list:
@@ -236,10 +203,10 @@ class ForwarderTests(TestCase):
         self.assertFalse(self.client.paused)
         self.submit(1, 9)
         self.assertTrue(self.client.paused)
-        late = FakeClient()
+        late = RecordingPublishClient()
         self.forwarder.addClient(late)
         self.assertTrue(late.paused)
-        link = FakeLink()
+        link = RecordingLink()
         self.forwarder.linkOpened(link)
         self.clock.advance(0)
         self.forwarder.linkReceived(link, b'{"Ack": 6}', False)
@@ -261,7 +228,7 @@ class ForwarderTests(TestCase):
         refused = self.submit(1, 10)[0]
         self.assertIn("buffer is full", refused.reason)
         self.assertEqual(refused.id, 10)
-        link = FakeLink()
+        link = RecordingLink()
         self.forwarder.linkOpened(link)
         self.clock.advance(0)
         self.forwarder.linkReceived(link, b'{"Ack": 6}', False)
@@ -286,7 +253,7 @@ class ForwarderTests(TestCase):
         encoded, a bug) is logged and does not keep the rest of the batch, of this
         client or of others, from theirs.
         """
-        broken, other = FakeClient(), FakeClient()
+        broken, other = RecordingPublishClient(), RecordingPublishClient()
 
         def fail(clientId):
             raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
@@ -295,7 +262,7 @@ class ForwarderTests(TestCase):
         self.forwarder.submit(wire.Message("t", "a", 1, True), broken)
         self.forwarder.submit(wire.Message("t", "b", 2, True), other)
         self.forwarder.submit(wire.Message("t", "c", 3, True), self.client)
-        link = FakeLink()
+        link = RecordingLink()
         self.forwarder.linkOpened(link)
         self.clock.advance(0)
         self.forwarder.linkReceived(link, b'{"Ack": 3}', False)
@@ -310,7 +277,7 @@ class ForwarderTests(TestCase):
         """
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         self.submit(5)
-        link = FakeLink()
+        link = RecordingLink()
         self.forwarder.linkOpened(link)
         self.clock.advance(0)
         for seq in range(1, 6):
@@ -343,7 +310,7 @@ class ForwarderTests(TestCase):
         Messages submitted in one reactor turn go to msgqueue as one batch frame of
         C{[Id, Topic, Content]} entries, numbered in order.
         """
-        link = FakeLink()
+        link = RecordingLink()
         self.forwarder.linkOpened(link)
         self.submit(5)
         self.assertEqual(link.sent, [])
@@ -357,7 +324,7 @@ class ForwarderTests(TestCase):
         non-ASCII text too; a message bigger than that goes alone.
         """
         forwarder = Forwarder(self.clock, batchBytes=1000)
-        link = FakeLink()
+        link = RecordingLink()
         forwarder.linkOpened(link)
         contents = ["a" * 300] * 5 + ["\u00e9" * 300] * 3 + ["b" * 2000, "c"]
         for content in contents:
@@ -379,7 +346,7 @@ class ForwarderTests(TestCase):
         messages taken back out are sent as well.
         """
         forwarder = Forwarder(self.clock, batchBytes=1000)
-        link = FakeLink()
+        link = RecordingLink()
         forwarder.linkOpened(link)
         contents = ['"' * 300] * 3 + ["\x01" * 150] * 5 + ["plain"] * 3
         for content in contents:
@@ -397,7 +364,7 @@ class ForwarderTests(TestCase):
         an Error without an integer Id matches no message and is logged too.
         """
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
-        link = FakeLink()
+        link = RecordingLink()
         self.forwarder.linkOpened(link)
         self.forwarder.linkReceived(link, b"garbage", False)
         self.forwarder.linkReceived(link, b'{"Error": "general"}', False)
@@ -409,7 +376,7 @@ class ForwarderTests(TestCase):
         UTF-8 form) are unexpected frames: logged, nothing acknowledged or refused.
         """
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
-        link = FakeLink()
+        link = RecordingLink()
         self.forwarder.linkOpened(link)
         self.submit(2)
         self.clock.advance(0)
@@ -423,7 +390,7 @@ class ForwarderTests(TestCase):
         Draining refuses new messages and fires once msgqueue acknowledged (or
         refused) everything held.
         """
-        link = FakeLink()
+        link = RecordingLink()
         self.forwarder.linkOpened(link)
         self.submit(3)
         self.clock.advance(0)

@@ -18,6 +18,7 @@ from wsqueue import subscriber as subscriberModule
 from wsqueue.auth import makeAuthenticator
 from wsqueue.server import Limits
 from wsqueue.subscriber import QueueReader, SubscribeHandler, TopicRegistry, makeSubscriberFactory
+from wsqueue.testing import RecordingLink, RecordingSubscriber
 
 from .helpers import Clients, assertHandshakeRefusals, listenTLS, nextJSON, noFrameWithin, waitFor
 from .standins import StandInQueue, startLink
@@ -274,31 +275,6 @@ class SubscriberTests(TestCase):
         self.assertEqual((await nextJSON(client))["Content"], "after")
 
 
-class _FakeLink:
-    def __init__(self) -> None:
-        self.sent: list[dict] = []
-
-    def send(self, payload: bytes) -> bool:
-        self.sent.append(json.loads(payload))
-        return True
-
-
-class _RecordingClient:
-    """
-    Stands in for a subscribed client: records the offsets of the frames written to it.
-    """
-
-    def __init__(self) -> None:
-        self.received: list[tuple[int, dict]] = []
-
-    def sendFrames(self, data: bytes) -> None:
-        while data:
-            length = data[1]
-            payload = json.loads(data[2 : 2 + length])
-            self.received.append((payload["Offset"], payload))
-            data = data[2 + length :]
-
-
 class AckPacingTests(SynchronousTestCase):
     """
     The reader acknowledges a stream every L{subscriberModule.ACK_EVERY} messages and
@@ -308,7 +284,7 @@ class AckPacingTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.reader = QueueReader(TopicRegistry(), self.clock)
-        self.link = _FakeLink()
+        self.link = RecordingLink()
         self.reader.linkOpened(self.link)
 
     def deliver(self, *offsets: int) -> None:
@@ -322,9 +298,9 @@ class AckPacingTests(SynchronousTestCase):
         for offset in range(1, 6):
             self.deliver(offset)
             self.clock.advance(0.001)
-        self.assertEqual(self.link.sent, [])
+        self.assertEqual(self.link.sentJSON(), [])
         self.clock.advance(subscriberModule.ACK_DELAY)
-        self.assertEqual(self.link.sent, [{"Ack": 5}])
+        self.assertEqual(self.link.sentJSON(), [{"Ack": 5}])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_stream(self) -> None:
@@ -334,7 +310,7 @@ class AckPacingTests(SynchronousTestCase):
         self.deliver(1)
         self.deliver(*range(2, subscriberModule.ACK_EVERY + 1))
         self.clock.advance(0)
-        self.assertEqual(self.link.sent, [{"Ack": subscriberModule.ACK_EVERY}])
+        self.assertEqual(self.link.sentJSON(), [{"Ack": subscriberModule.ACK_EVERY}])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_stopping(self) -> None:
@@ -343,15 +319,15 @@ class AckPacingTests(SynchronousTestCase):
         out nor acknowledges what arrives after that (msgqueue gives it to the next
         reader of the group); a closed link leaves nothing scheduled.
         """
-        client = _RecordingClient()
+        client = RecordingSubscriber()
         self.reader.registry.subscribe("t", client)
         self.deliver(1, 2)
         self.reader.linkStopping(self.link)
-        self.assertEqual((self.link.sent, self.clock.getDelayedCalls()), ([{"Ack": 2}], []))
+        self.assertEqual((self.link.sentJSON(), self.clock.getDelayedCalls()), ([{"Ack": 2}], []))
         self.deliver(3)
         self.clock.advance(subscriberModule.ACK_DELAY)
         self.reader.linkClosed(self.link)
-        self.assertEqual(self.link.sent, [{"Ack": 2}])
+        self.assertEqual(self.link.sentJSON(), [{"Ack": 2}])
         self.assertEqual([offset for offset, _ in client.received], [1, 2])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
@@ -365,9 +341,9 @@ class MistypedFrameTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.reader = QueueReader(TopicRegistry(), self.clock)
-        self.link = _FakeLink()
+        self.link = RecordingLink()
         self.reader.linkOpened(self.link)
-        self.client = _RecordingClient()
+        self.client = RecordingSubscriber()
         self.reader.registry.subscribe("t", self.client)
 
     def test_mistyped(self) -> None:
@@ -394,9 +370,9 @@ class MistypedFrameTests(SynchronousTestCase):
         for payload in bad:
             self.reader.linkReceived(self.link, payload, False)
         self.clock.advance(1)
-        self.assertEqual((self.client.received, self.link.sent, self.reader.epoch), ([], [], None))
+        self.assertEqual((self.client.received, self.link.sentJSON(), self.reader.epoch), ([], [], None))
         self.assertEqual([e["log_format"] for e in events], ["unexpected frame from msgqueue: {frame!r}"] * len(bad))
         self.reader.linkReceived(self.link, b'{"Epoch": "e1", "Messages": [[1, "t", "x"]]}', False)
         self.clock.advance(1)
         self.assertEqual([offset for offset, _ in self.client.received], [1])
-        self.assertEqual(self.link.sent, [{"Ack": 1}])
+        self.assertEqual(self.link.sentJSON(), [{"Ack": 1}])

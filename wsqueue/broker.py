@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from wsqueue.coalesce import CoalescedCall
+from wsqueue.flow import FlowGate, Pausable
 from wsqueue.logsummary import RepeatSummary
 from wsqueue.store.base import ISOLATE_AFTER, Entry, IMessageStore
 
@@ -46,16 +47,6 @@ class Consumer(Protocol):
 
     def deliver(self, entries: list[Entry], epoch: str) -> None:
         """Send C{entries} to the consumer."""
-
-
-class Pausable(Protocol):
-    """
-    What the broker needs from a C{/pushmsg} connection to apply flow control.
-    """
-
-    def pauseProducing(self) -> None: ...
-
-    def resumeProducing(self) -> None: ...
 
 
 class _ConsumerState:
@@ -143,23 +134,19 @@ class QueueBroker:
     ) -> None:
         self.store = store
         self.clock = clock
-        self.maxQueued = maxQueued
-        self.hardLimit = maxQueued + max(1000, maxQueued // 10)
+        # Up to a push batch (wire.BATCH_MESSAGES, 1,000) may arrive from each pusher
+        # after it was paused: the overshoot allowed past the bound.
+        self.flow = FlowGate(clock, maxQueued, pauseLimit, self, hysteresis=10, overshoot=1000)
         self.maxInFlight = maxInFlight
         self.ackWait = ackWait
         self.maxDeliver = maxDeliver
         self.retention = retention
-        self.pauseLimit = pauseLimit
         self.maxGroupBacklog = maxGroupBacklog
         self.stopping = False
         self.droppedForBacklog = 0
         self.storeErrors = RepeatSummary(self.log, clock)
         self._consumers: dict[str, list[_ConsumerState]] = {}
         self._byConsumer: dict[Consumer, _ConsumerState] = {}
-        self._pushers: set[Pausable] = set()
-        self._paused = False
-        self._refusing = False
-        self._pauseTimer: IDelayedCall | None = None
         self._trimming = False
         self._dispatchCall = CoalescedCall(clock, self._startDispatch)
         self._dispatching = False
@@ -178,9 +165,9 @@ class QueueBroker:
         msgqueue is shutting down: refuse pushes from now on, and leave no timer behind.
         """
         self.stopping = True
-        if self._pauseTimer is not None and self._pauseTimer.active():
-            self._pauseTimer.cancel()
-        self._pauseTimer = None
+        # Paused pushers stay paused: what they sent is not refused but left unread,
+        # for their publisher to resend to the next msgqueue.
+        self.flow.stop()
         self._dispatchCall.cancel()
         self.storeErrors.flush()
 
@@ -190,12 +177,26 @@ class QueueBroker:
         """
         Register a pusher so it is paused while the queue is full.
         """
-        self._pushers.add(pusher)
-        if self._paused:
-            pusher.pauseProducing()
+        self.flow.addSender(pusher)
 
     def removePusher(self, pusher: Pausable) -> None:
-        self._pushers.discard(pusher)
+        self.flow.removeSender(pusher)
+
+    @property
+    def maxQueued(self) -> int:
+        return self.flow.limit
+
+    @maxQueued.setter
+    def maxQueued(self, limit: int) -> None:
+        self.flow.limit = limit
+
+    @property
+    def pauseLimit(self) -> float:
+        return self.flow.pauseLimit
+
+    @property
+    def hardLimit(self) -> int:
+        return self.flow.hardLimit
 
     @property
     def full(self) -> bool:
@@ -208,7 +209,7 @@ class QueueBroker:
         entries or fewer: 10 % below the bound, so that a queue kept at its bound does
         not pause and resume (and log) once per message.
         """
-        return self.maxQueued - max(1, self.maxQueued // 10)
+        return self.flow.resumeAt
 
     def refusal(self) -> str | None:
         """
@@ -216,7 +217,7 @@ class QueueBroker:
         """
         if self.stopping:
             return "msgqueue is shutting down; message not stored"
-        if self._refusing or self.store.retained >= self.hardLimit:
+        if self.flow.refuses(self.store.retained):
             return FULL_MESSAGE
         return None
 
@@ -249,46 +250,29 @@ class QueueBroker:
         return offsets
 
     def _updatePause(self) -> None:
-        retained = self.store.retained
-        if not (self._paused or self._refusing) and retained >= self.maxQueued:
-            self._paused = True
-            self.log.warn(
-                "queue full ({retained} messages): pausing {pushers} pusher(s) for at most {limit} s",
-                retained=retained, pushers=len(self._pushers), limit=self.pauseLimit,
-            )
-            for pusher in list(self._pushers):
-                pusher.pauseProducing()
-            self._pauseTimer = self.clock.callLater(self.pauseLimit, self._pauseExpired)
-            # An absent group may be what fills the queue: do not wait for maintenance.
-            self._trimBacklogs()
-        elif (self._paused or self._refusing) and retained <= self.resumeAt:
-            wasPaused = self._paused
-            self._paused = self._refusing = False
-            if self._pauseTimer is not None and self._pauseTimer.active():
-                self._pauseTimer.cancel()
-            self._pauseTimer = None
-            self.log.info("queue has room again ({retained} messages): taking pushes", retained=retained)
-            if wasPaused:
-                for pusher in list(self._pushers):
-                    pusher.resumeProducing()
+        self.flow.update(self.store.retained)
 
-    def _pauseExpired(self) -> None:
-        """
-        The queue stayed full for C{pauseLimit} seconds: read from pushers again (so
-        that their links stay alive) and refuse what they send until there is room.
-        """
-        self._pauseTimer = None
-        if not self._paused:
-            return
-        self._paused = False
-        self._refusing = True
+    # -- what the flow gate does, said in the log (FlowListener) ------------------
+
+    def flowPaused(self, level: int, senders: int) -> None:
+        self.log.warn(
+            "queue full ({retained} messages): pausing {pushers} pusher(s) for at most {limit} s",
+            retained=level, pushers=senders, limit=self.pauseLimit,
+        )
+        # An absent group may be what fills the queue: do not wait for maintenance.
+        self._trimBacklogs()
+
+    def flowRefusing(self, level: int, senders: int) -> None:
+        # The queue stayed full for pauseLimit seconds: pushers are read again (so
+        # that their links stay alive) and what they send is refused until there is room.
         self.log.warn(
             "queue still full after {limit} s ({retained} messages): refusing pushes with an Error until it "
             "holds {resumeAt} or fewer",
-            limit=self.pauseLimit, retained=self.store.retained, resumeAt=self.resumeAt,
+            limit=self.pauseLimit, retained=level, resumeAt=self.resumeAt,
         )
-        for pusher in list(self._pushers):
-            pusher.resumeProducing()
+
+    def flowReopened(self, level: int, senders: int, wasPaused: bool) -> None:
+        self.log.info("queue has room again ({retained} messages): taking pushes", retained=level)
 
     # -- consuming -------------------------------------------------------------
 

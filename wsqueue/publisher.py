@@ -25,9 +25,11 @@ from twisted.logger import Logger
 from wsqueue import wire
 from wsqueue.auth import BasicAuthenticator
 from wsqueue.coalesce import CoalescedCall
+from wsqueue.connection import Limits
+from wsqueue.flow import FlowGate
 from wsqueue.link import LinkOwner, LinkProtocol
 from wsqueue.logsummary import RepeatSummary
-from wsqueue.server import EndpointHandler, Limits, StageServerFactory, StageServerProtocol
+from wsqueue.server import EndpointHandler, StageServerFactory, StageServerProtocol
 
 BATCH_MESSAGES = 1000
 BATCH_BYTES = 256 * 1024
@@ -69,20 +71,16 @@ class Forwarder(LinkOwner):
         self, clock, maxBuffered: int = 10_000, batchBytes: int = BATCH_BYTES, pauseLimit: float = DEFAULT_PAUSE_LIMIT
     ) -> None:
         self.clock = clock
-        self.maxBuffered = maxBuffered
         self.batchBytes = batchBytes
-        self.pauseLimit = pauseLimit
-        self.hardLimit = maxBuffered + max(100, maxBuffered // 10)
         self.producerName = uuid.uuid4().hex
         self.stopping = False
-        self.refusing = False
-        self._pauseTimer = None
+        # Clients resume once msgqueue has taken half of what is held; up to a
+        # tenth more (at least 100) may arrive from clients already being read.
+        self.flow = FlowGate(clock, maxBuffered, pauseLimit, self, hysteresis=2, overshoot=100)
         self._refusals = RepeatSummary(self.log, clock)
         self._seq = 0
         self._unsent: deque[_Held] = deque()
         self._inFlight: deque[_Held] = deque()
-        self._clients: set[PublishHandler] = set()
-        self._paused = False
         self._flushCall = CoalescedCall(clock, self._flush)
         self._drained: list[Deferred[None]] = []
 
@@ -90,15 +88,25 @@ class Forwarder(LinkOwner):
     def held(self) -> int:
         return len(self._unsent) + len(self._inFlight)
 
+    @property
+    def maxBuffered(self) -> int:
+        return self.flow.limit
+
+    @property
+    def pauseLimit(self) -> float:
+        return self.flow.pauseLimit
+
+    @property
+    def hardLimit(self) -> int:
+        return self.flow.hardLimit
+
     # -- clients ---------------------------------------------------------------
 
     def addClient(self, client: PublishHandler) -> None:
-        self._clients.add(client)
-        if self._paused:
-            client.pause()
+        self.flow.addSender(client)
 
     def removeClient(self, client: PublishHandler) -> None:
-        self._clients.discard(client)
+        self.flow.removeSender(client)
 
     def submit(self, message: wire.Message, origin: PublishHandler) -> wire.WireError | None:
         """
@@ -106,53 +114,40 @@ class Forwarder(LinkOwner):
         """
         if self.stopping:
             return wire.WireError("publisher is shutting down; message not accepted", message.id, message.hasId)
-        if self.refusing or self.held >= self.hardLimit:
+        if self.flow.refuses(self.held):
             return wire.WireError(
                 "publisher buffer is full (msgqueue is away or slow); message not accepted",
                 message.id, message.hasId,
             )
         self._seq += 1
         self._unsent.append(_Held(self._seq, message.topic, message.content, origin, message.id, message.hasId))
-        if not self._paused and self.held >= self.maxBuffered:
-            self._setPaused(True)
+        self.flow.update(self.held)
         self._scheduleFlush()
         return None
 
-    def _setPaused(self, paused: bool) -> None:
-        self._paused = paused
-        self.log.info(
-            "{what} {count} publishing client(s): {held} message(s) held for msgqueue",
-            what="pausing" if paused else "resuming", count=len(self._clients), held=self.held,
-        )
-        if paused:
-            self._pauseTimer = self.clock.callLater(self.pauseLimit, self._pausedTooLong)
-        elif self._pauseTimer is not None:
-            if self._pauseTimer.active():
-                self._pauseTimer.cancel()
-            self._pauseTimer = None
-        for client in list(self._clients):
-            client.pause() if paused else client.resume()
+    # -- what the flow gate does, said in the log (FlowListener) ------------------
 
-    def _pausedTooLong(self) -> None:
+    def flowPaused(self, level: int, senders: int) -> None:
+        self.log.info("pausing {count} publishing client(s): {held} message(s) held for msgqueue",
+                      count=senders, held=level)
+
+    def flowRefusing(self, level: int, senders: int) -> None:
         # A paused client gets no answer at all: past the pause limit it is read
         # again, and what it sends is refused with an Error until msgqueue has taken
         # half of what is held, so that it knows within a bounded time.
-        self._pauseTimer = None
         self.log.warn(
             "msgqueue took nothing for {limit} s ({held} message(s) held): refusing new messages with an Error "
-            "until it catches up", limit=self.pauseLimit, held=self.held,
+            "until it catches up; resuming {count} publishing client(s)",
+            limit=self.pauseLimit, held=level, count=senders,
         )
-        self.refusing = True
-        self._setPaused(False)
 
-    def _checkRoom(self) -> None:
-        if (self._paused or self.refusing) and self.held < self.maxBuffered // 2:
-            if self.refusing:
-                self.refusing = False
-                self._refusals.flush()
-                self.log.info("msgqueue caught up: accepting messages again")
-            if self._paused:
-                self._setPaused(False)
+    def flowReopened(self, level: int, senders: int, wasPaused: bool) -> None:
+        if wasPaused:
+            self.log.info("resuming {count} publishing client(s): {held} message(s) held for msgqueue",
+                          count=senders, held=level)
+        else:
+            self._refusals.flush()
+            self.log.info("msgqueue caught up: accepting messages again")
 
     # -- the link ---------------------------------------------------------------
 
@@ -208,9 +203,8 @@ class Forwarder(LinkOwner):
         refused) everything held.  The daemon's --shutdown-timeout bounds the wait.
         """
         self.stopping = True
-        if self._paused:
-            # New messages are refused from now on: let paused clients hear so.
-            self._setPaused(False)
+        # New messages are refused from now on: let paused clients hear so.
+        self.flow.stop(resume=True)
         d: Deferred[None] = Deferred()
         self._drained.append(d)
         self._checkDrained()
@@ -233,7 +227,7 @@ class Forwarder(LinkOwner):
                     held.origin.acknowledge(held.clientId)
                 except Exception:  # noqa: BLE001 -- logged; the next one goes on
                     self.log.failure("acknowledging message {seq} to its client failed", seq=held.seq)
-        self._checkRoom()
+        self.flow.update(self.held)
         self._checkDrained()
 
     def _refused(self, reason: str, seq: int | None) -> None:
@@ -243,7 +237,7 @@ class Forwarder(LinkOwner):
                 # Summarised: a full or failing msgqueue refuses every message.
                 self._refusals.emit("msgqueue refused a message: {reason}", reason=reason)
                 held.origin.refuse(wire.WireError(reason, held.clientId, held.hasId))
-                self._checkRoom()
+                self.flow.update(self.held)
                 self._checkDrained()
                 return
         self._refusals.emit("msgqueue reported an error: {reason}", reason=reason)
@@ -277,11 +271,11 @@ class PublishHandler(EndpointHandler):
     def refuse(self, error: wire.WireError) -> None:
         self.connection.sendError(error)
 
-    def pause(self) -> None:
+    def pauseProducing(self) -> None:
         # Not reading also means not reading pongs: the ping timeout waits meanwhile.
         self.connection.pauseReading()
 
-    def resume(self) -> None:
+    def resumeProducing(self) -> None:
         self.connection.resumeReading()
 
 
