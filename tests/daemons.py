@@ -29,7 +29,7 @@ import re
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from twisted.internet import reactor, task
@@ -89,7 +89,8 @@ class _Recorder(ProcessProtocol):
     descriptor 3 and are kept in C{events}, each waiter told as they come.
     """
 
-    def __init__(self, history: list[dict] | None = None) -> None:
+    def __init__(self, history: list[dict] | None = None, readyFD: int = READY_FD) -> None:
+        self.readyFD = readyFD
         self.output = b""
         self.ended: Deferred[int] = Deferred()
         self.events: list[dict] = []
@@ -98,7 +99,7 @@ class _Recorder(ProcessProtocol):
         self._waiters: list[tuple[Callable[[], bool], Deferred]] = []
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
-        if childFD != READY_FD:
+        if childFD != self.readyFD:
             super().childDataReceived(childFD, data)
             return
         *lines, self._eventData = (self._eventData + data).split(b"\n")
@@ -218,11 +219,16 @@ class Daemon:
     @ivar ports: every port it listens on (the all-in-one daemon has three).
     @ivar logPath: its twistd log file; restarts append to it.
     @ivar exited: fires with the exit status of the current run (see L{exitCodeOf}).
+    @ivar listen: its C{--listen} descriptions, given instead of C{--port}; it is
+        ready once that many listeners listen.
+    @ivar inherit: descriptors it inherits (its descriptor: ours), as from systemd;
+        its readiness descriptor moves past them.
     """
 
     def __init__(
         self, testCase: TestCase, tapname: str, args: Sequence[str] = (), port: int | None = None,
         name: str | None = None, ports: Sequence[int] = (), withPort: bool = True,
+        listen: Sequence[str] = (), inherit: Mapping[int, int] | None = None,
     ) -> None:
         self.tapname = tapname
         self.name = name or tapname.removeprefix("wsqueue-") or "wsqueue"
@@ -231,10 +237,14 @@ class Daemon:
         self.directory = os.path.abspath(testCase.mktemp())
         os.makedirs(self.directory)
         self.logPath = os.path.join(self.directory, f"{self.name}.log")
-        portArgs = ["--port", str(self.port)] if withPort else []
+        self.listen = list(listen)
+        self.inherit = dict(inherit or {})
+        self.readyFD = max([READY_FD - 1, *self.inherit]) + 1
+        portArgs = ["--port", str(self.port)] if withPort and not listen else []
+        listenArgs = [argument for description in listen for argument in ("--listen", description)]
         self.argv = [
-            *TWISTD, "-n", "--pidfile=", f"--logfile={self.logPath}",
-            tapname, *portArgs, "--cert-dir", certDir(), "--ready-file", f"/dev/fd/{READY_FD}", *args,
+            *TWISTD, "-n", "--pidfile=", f"--logfile={self.logPath}", tapname, *portArgs, *listenArgs,
+            "--cert-dir", certDir(), "--ready-file", f"/dev/fd/{self.readyFD}", *args,
         ]
         self.process = None
         self.recorder: _Recorder | None = None
@@ -276,10 +286,10 @@ class Daemon:
         Start the process without waiting for anything.
         """
         assert not self.running, f"{self.name} is already running"
-        self.recorder = _Recorder(self.history)
+        self.recorder = _Recorder(self.history, self.readyFD)
         self.process = reactor.spawnProcess(
             self.recorder, self.argv[0], self.argv, env=daemonEnvironment(), path=self.directory,
-            childFDs={0: "w", 1: "r", 2: "r", READY_FD: "r"},
+            childFDs={0: "w", 1: "r", 2: "r", self.readyFD: "r", **self.inherit},
         )
 
     def start(self, timeout: float = READY_TIMEOUT) -> Deferred[Daemon]:
@@ -370,15 +380,19 @@ class Daemon:
 
     def waitReady(self, timeout: float = READY_TIMEOUT) -> Deferred[Daemon]:
         """
-        Fire with this daemon once it says it listens on each of its ports (its
-        C{--ready-file} events: no polling, no log matching).
+        Fire with this daemon once it says it listens on each of its ports, or with
+        C{listen}, on as many listeners (its C{--ready-file} events: no polling, no log
+        matching).
         """
         ports = set(self.ports)
         recorder = self.recorder
         assert recorder is not None, f"{self.name} was never started"
 
         def listening() -> bool:
-            return ports <= {event.get("port") for event in recorder.events if event.get("event") == "listening"}
+            events = [event for event in recorder.events if event.get("event") == "listening"]
+            if self.listen:
+                return len(events) >= len(self.listen)
+            return ports <= {event.get("port") for event in events}
 
         return self._waitFor(listening, timeout, f"port(s) {self.ports} to listen").addCallback(lambda _: self)
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 import socket
 
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from wsqueue.auth import INTERNAL_USER
-from wsqueue.options import defaultGroup
+from wsqueue.options import defaultGroup, joinDescription, listenPort, splitDescription
 from wsqueue.server import Limits
 from wsqueue.tap import allinone, msgqueue, subscriber
 
@@ -175,6 +178,129 @@ class OptionsTests(SynchronousTestCase):
             self.assertRaises(usage.UsageError, self.parse, subscriber, "--group", group)
 
 
+class ListenOptionTests(SynchronousTestCase):
+    """
+    (#9, item 8) C{--listen DESCRIPTION}: Twisted endpoint descriptions instead of
+    C{--port}/C{--interface}.
+    """
+
+    def setUp(self) -> None:
+        self.patch(os, "environ", {})
+
+    def parse(self, module, *argv: str) -> usage.Options:
+        options = module.Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_default(self) -> None:
+        """
+        Without --listen, every daemon has none, and its port and interface as before.
+        """
+        for tapname, (module, port) in TAPS.items():
+            options = self.parse(module)
+            self.assertEqual((options["listen"], options["port"], options["interface"]), ([], port, "127.0.0.1"), tapname)
+
+    def test_repeatable(self) -> None:
+        """
+        --listen may be given more than once, for every daemon; each is kept, in order.
+        """
+        for tapname, (module, _) in TAPS.items():
+            options = self.parse(module, "--listen", "ssl:8443", "--listen", "unix:/run/wsq.sock")
+            self.assertEqual(options["listen"], ["ssl:8443", "unix:/run/wsq.sock"], tapname)
+
+    def test_notWithPortOrInterface(self) -> None:
+        """
+        --listen with an explicit --port or --interface (even their default values)
+        is a usage error naming them, for every daemon.
+        """
+        for tapname, (module, port) in TAPS.items():
+            for argv, names in [
+                (["--port", str(port)], "--port"),
+                (["--interface", "127.0.0.1"], "--interface"),
+                (["--interface", "0.0.0.0", "--port", "9000"], "--port and --interface"),
+            ]:
+                for order in (["--listen", "tcp:9000", *argv], [*argv, "--listen", "tcp:9000"]):
+                    e = self.assertRaises(usage.UsageError, self.parse, module, *order)
+                    self.assertEqual(str(e), f"--listen replaces {names}: give one or the other, not both", tapname)
+
+    def test_badForms(self) -> None:
+        """
+        A description with no endpoint type, a C{tls:} that wraps nothing or wraps
+        TLS, or a lone trailing backslash is a usage error naming it.
+        """
+        for description, fragment in [
+            ("", "must start with an endpoint type"),
+            ("port=8443", "must start with an endpoint type"),
+            ("tls:", "tls: must wrap a description"),
+            ("tls", "tls: must wrap a description"),
+            ("tls:ssl:8443", "ssl: is TLS already"),
+            ("tls:tls:unix:/run/wsq.sock", "tls: is TLS already"),
+            ("unix:/run/wsq.sock\\", "lone backslash"),
+        ]:
+            e = self.assertRaises(usage.UsageError, self.parse, msgqueue, "--listen", description)
+            self.assertTrue(str(e).startswith(f"--listen {description!r}: "), str(e))
+            self.assertIn(fragment, str(e))
+
+    def test_subscriberGroup(self) -> None:
+        """
+        With --listen, the subscriber's default group names the first listener's
+        port (as --port would), or else its description made a valid topic.
+        """
+        host = socket.gethostname()
+        for description, group in [
+            ("tcp:9000:interface=10.0.0.5", f"subscriber-{host}-9000"),
+            ("ssl:port=9001", f"subscriber-{host}-9001"),
+            ("tls:tcp:9002", f"subscriber-{host}-9002"),
+            ("unix:/run/wsq.sock", f"subscriber-{host}-unix_/run/wsq.sock"),
+            ("systemd:domain=INET:index=0", f"subscriber-{host}-systemd_domain=INET_index=0"),
+            ("tls:unix:/run/a b*.sock", f"subscriber-{host}-tls_unix_/run/a_b_.sock"),
+        ]:
+            self.assertEqual(self.parse(subscriber, "--listen", description, "--listen", "tcp:1")["group"], group)
+
+
+class DescriptionTests(SynchronousTestCase):
+    """
+    Tests for L{splitDescription}, L{joinDescription} and L{listenPort}: wsqueue
+    reads endpoint descriptions as Twisted does.
+    """
+
+    def test_split(self) -> None:
+        """
+        Colons separate arguments, the first C{=} makes a keyword argument, a
+        backslash escapes the next character.
+        """
+        self.assertEqual(
+            splitDescription("unix:/run/a\\:b:mode=660:x=y=z:\\=:"),
+            [(None, "unix"), (None, "/run/a:b"), ("mode", "660"), ("x", "y=z"), (None, "="), (None, "")],
+        )
+
+    def test_sameAsTwisted(self) -> None:
+        """
+        Twisted reads a joined split description as the description itself.
+        """
+        for description in ["tcp:8080:interface=\\:\\:1:backlog=5", "unix:/run/a\\:b\\=c:mode=660",
+                            "unix:/run/x\\\\y", "ssl:443:privateKey=C\\:/k.pem"]:
+            parts = splitDescription(description)
+            self.assertEqual(splitDescription(joinDescription(parts)), parts)
+            if parts[0][1] == "ssl":
+                continue  # Twisted's ssl: reads the files; wsqueue reads it itself
+            direct, joined = MemoryReactorClock(), MemoryReactorClock()
+            factory = Factory.forProtocol(Protocol)
+            serverFromString(direct, description).listen(factory)
+            serverFromString(joined, joinDescription(parts)).listen(factory)
+            self.assertEqual((direct.tcpServers, direct.unixServers), (joined.tcpServers, joined.unixServers))
+            self.assertTrue(direct.tcpServers or direct.unixServers)
+
+    def test_listenPort(self) -> None:
+        """
+        The port of a TCP description, plain or TLS, else None.
+        """
+        for description, port in [("tcp:80", 80), ("ssl:443:interface=x", 443), ("tls:tcp:port=8443", 8443),
+                                  ("tcp6:81", 81), ("unix:/run/w", None), ("systemd:domain=INET:index=0", None),
+                                  ("tcp:", None), ("tcp:x", None), ("tls:unix:/run/w", None)]:
+            self.assertEqual(listenPort(description), port, description)
+
+
 class HelpTests(SynchronousTestCase):
     """
     (#8, item 13) Every daemon's --help gives every option's default.
@@ -189,6 +315,21 @@ class HelpTests(SynchronousTestCase):
                 name = line.split()[0]
                 if name.endswith("=") and name != "help":
                     self.assertIn("default", " ".join(line.split()), f"{tapname} {name}")
+
+    def test_listen(self) -> None:
+        """
+        (#9, item 8) --help explains --listen (and the all-in-one's per-stage form):
+        its forms, and which serve TLS.
+        """
+        for tapname, (module, _) in TAPS.items():
+            text = " ".join(str(module.Options()).split())
+            for fragment in ("--listen=", "ssl:PORT", "tls:DESCRIPTION", "unix:PATH", "systemd:domain=INET:index=0",
+                             "WITHOUT TLS", "[default: none: TLS on --port and --interface]"):
+                self.assertIn(fragment, text, tapname)
+        text = " ".join(str(allinone.Options()).split())
+        self.assertIn("--publisher-listen=", text)
+        self.assertIn("--subscriber-listen=", text)
+        self.assertIn("no --msgqueue-listen", text)
 
 
 class AllInOneOptionsTests(SynchronousTestCase):
@@ -232,7 +373,7 @@ class AllInOneOptionsTests(SynchronousTestCase):
         --help nor accepted.
         """
         usage_ = str(allinone.Options())
-        for option in ("--port", "--queue=", "--queue-user", "--queue-password"):
+        for option in ("--port", "--listen=", "--queue=", "--queue-user", "--queue-password"):
             self.assertNotIn(option, usage_)
             self.assertRaises(usage.UsageError, self.parse, option.rstrip("=") + "=x")
         self.assertIn("--msgqueue-port", usage_)
@@ -272,6 +413,33 @@ class AllInOneOptionsTests(SynchronousTestCase):
         for option in ["--msgqueue-port", "--publisher-port", "--subscriber-port"]:
             self.assertRaises(usage.UsageError, self.parse, option, "70000")
             self.assertRaises(usage.UsageError, self.parse, option, "x")
+
+    def test_stageListen(self) -> None:
+        """
+        (#9, item 8) --publisher-listen and --subscriber-listen, repeatable; the
+        stages' ports keep their defaults, and --interface may come with them (it
+        still applies to msgqueue).
+        """
+        options = self.parse("--publisher-listen", "unix:/run/pub.sock", "--publisher-listen", "tcp:9002",
+                             "--subscriber-listen", "ssl:9003", "--interface", "0.0.0.0")
+        self.assertEqual((options["publisher-listen"], options["subscriber-listen"]),
+                         (["unix:/run/pub.sock", "tcp:9002"], ["ssl:9003"]))
+        self.assertEqual((options["publisher-port"], options["subscriber-port"]), (8081, 8082))
+        self.assertEqual(options["listen"], [])
+        self.assertEqual(options["group"], f"subscriber-{socket.gethostname()}-9003")
+        defaults = self.parse()
+        self.assertEqual((defaults["publisher-listen"], defaults["subscriber-listen"]), ([], []))
+
+    def test_stageListenNotWithItsPort(self) -> None:
+        """
+        A stage's --STAGE-listen with its explicit --STAGE-port is a usage error;
+        with the other stage's port it is not.
+        """
+        for stage, other in (("publisher", "subscriber"), ("subscriber", "publisher")):
+            e = self.assertRaises(usage.UsageError, self.parse, f"--{stage}-listen", "tcp:9000", f"--{stage}-port", "9001")
+            self.assertEqual(str(e), f"--{stage}-listen replaces --{stage}-port: give one or the other, not both")
+            self.assertEqual(self.parse(f"--{stage}-listen", "tcp:9000", f"--{other}-port", "9001")[f"{other}-port"], 9001)
+        self.assertRaises(usage.UsageError, self.parse, "--publisher-listen", "tls:")
 
     def test_groupFollowsSubscriberPort(self) -> None:
         """

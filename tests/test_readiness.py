@@ -49,6 +49,27 @@ class ReadyFileTests(SynchronousTestCase):
         self.assertEqual(readEvents(self.path)[0], {"event": "listening", "stage": "publisher",
                                                     "host": "127.0.0.1", "port": 8081})
 
+    def test_listenerKinds(self) -> None:
+        """
+        (#9, item 8) A TLS listener on TCP is reported as before (host and port); one
+        without TLS adds C{"tls": false}; a UNIX socket gives its path instead of a
+        host and port, anything else its address.  Each counts towards C{ready}.
+        """
+        for _ in range(4):
+            self.ready.expectListener()
+        self.ready.listening("msgqueue", "127.0.0.1", 8080)
+        self.ready.listening("publisher", "0.0.0.0", 9000, tls=False)
+        self.ready.listening("subscriber", path="/run/wsq.sock", tls=False)
+        self.assertFalse(self.ready.isReady)
+        self.ready.listening("subscriber", address="PipeAddress()")
+        self.assertEqual(readEvents(self.path), [
+            {"event": "listening", "stage": "msgqueue", "host": "127.0.0.1", "port": 8080},
+            {"event": "listening", "stage": "publisher", "host": "0.0.0.0", "port": 9000, "tls": False},
+            {"event": "listening", "stage": "subscriber", "path": "/run/wsq.sock", "tls": False},
+            {"event": "listening", "stage": "subscriber", "address": "PipeAddress()"},
+            {"event": "ready"},
+        ])
+
     def test_noFile(self) -> None:
         """
         Without --ready-file nothing is written, and the state is still tracked.

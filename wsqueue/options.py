@@ -9,15 +9,17 @@ scripts) start the daemons with them.
 from __future__ import annotations
 
 import os
+import re
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.python import usage
 
 from wsqueue.auth import DEMO_PASSWORD, DEMO_USER, BasicAuthenticator, CredentialsFileError, makeAuthenticator
+from wsqueue.connection import Limits
 from wsqueue.link import QueueLink
 from wsqueue.readiness import readyFileOf
-from wsqueue.server import Limits
 from wsqueue.tls import TLSConfigurationError, clientEndpoint, defaultCAPath, defaultCertDir, parseURL
 
 OptionTable = list[list[Any]]
@@ -78,9 +80,29 @@ READY_FILE_HELP = (
 )
 
 
+LISTEN_HELP = (
+    "Listen on this Twisted endpoint description instead of --port/--interface; give it again to listen "
+    "on several. ssl:PORT[:interface=ADDR] is TLS with --cert-dir's certificate (or certKey=/privateKey= "
+    "files); tls:DESCRIPTION wraps any description in that TLS (tls:unix:PATH, "
+    "tls:systemd:domain=INET:index=0); tcp:PORT, unix:PATH and systemd:domain=INET:index=0 serve plain "
+    "ws:// WITHOUT TLS, for a TLS-terminating proxy or local clients (logged as a warning). "
+    "As in Twisted, tcp: and ssl: listen on every interface unless given interface= "
+    "[default: none: TLS on --port and --interface]."
+)
+
+DEFAULT_INTERFACE = "127.0.0.1"
+
+TLS_PREFIX = "tls"
+"""The C{--listen} prefix that wraps any endpoint description in wsqueue's TLS."""
+
+
 class ServerOptions(usage.Options):
     """
     Options every daemon has: where it listens, its certificate, its users, its limits.
+
+    @ivar given: the options of the listening address given on the command line
+        (C{port}, C{interface}), which C{--listen} replaces: given together, they
+        are a usage error rather than one silently ignored.
     """
 
     defaultPort = 8080
@@ -88,7 +110,6 @@ class ServerOptions(usage.Options):
     """The daemon's authenticator once built (see L{buildAuthenticator})."""
 
     optParameters: OptionTable = [
-        ["interface", None, "127.0.0.1", "The address to listen on."],
         ["cert-dir", None, None, "Folder holding server.crt and server.key [default: $WS_CERT_DIR, else ./certs]."],
         ["credentials", None, None, "Credentials file (see wsqueue-passwd) [default: only the demo account hello/test]."],
         ["max-message-size", None, 1024 * 1024, "Largest message a client may send, in bytes; bigger ones close with 1009.", _positiveInt],
@@ -99,21 +120,38 @@ class ServerOptions(usage.Options):
 
     def __init__(self) -> None:
         super().__init__()
+        self.given: set[str] = set()
         self["port"] = self.defaultPort
+        self["interface"] = DEFAULT_INTERFACE
+        self["listen"] = []
         # A handler's help is its docstring, shared by every daemon: add this one's default.
         self.docs["port"] = f"The TCP port to listen on. [default: {self.defaultPort}]"
+        self.docs["interface"] = f"The address to listen on. [default: {DEFAULT_INTERFACE}]"
 
     def opt_port(self, value: str) -> None:
         try:
             self["port"] = _port(value)
         except ValueError:
             raise usage.UsageError(f"--port must be an integer between 0 and 65535, not {value!r}")
+        self.given.add("port")
 
     opt_port.__doc__ = "The TCP port to listen on."
+
+    def opt_interface(self, value: str) -> None:
+        self["interface"] = value
+        self.given.add("interface")
+
+    opt_interface.__doc__ = "The address to listen on."
+
+    def opt_listen(self, description: str) -> None:
+        self["listen"].append(checkListen("--listen", description))
+
+    opt_listen.__doc__ = LISTEN_HELP
 
     def postOptions(self) -> None:
         if self["cert-dir"] is None:
             self["cert-dir"] = defaultCertDir()
+        refuseWithListen("--listen", self["listen"], [name for name in ("port", "interface") if name in self.given])
 
     def limits(self) -> Limits:
         return Limits(maxMessageSize=self["max-message-size"], pingInterval=self["ping-interval"])
@@ -155,12 +193,135 @@ class LinkedServerOptions(ServerOptions, LinkOptions):
         LinkOptions.postOptions(self)
 
 
-def defaultGroup(port: int) -> str:
+def defaultGroup(where: int | str) -> str:
     """
     A subscriber's consumer group when none is given: stable across restarts of the
-    same daemon on the same host and port, different between daemons.
+    same daemon on the same host and port (or C{--listen}, see L{listenerName}),
+    different between daemons.
     """
-    return f"subscriber-{socket.gethostname()}-{port}"
+    return f"subscriber-{socket.gethostname()}-{where}"
+
+
+def refuseWithListen(option: str, listen: Sequence[str], given: Sequence[str]) -> None:
+    """
+    A usage error when C{option} (C{--listen}, or the all-in-one's
+    C{--publisher-listen}...) comes with the options it replaces (C{given}, without
+    their dashes): one of them would be silently ignored.
+    """
+    if listen and given:
+        names = " and ".join(f"--{name}" for name in given)
+        raise usage.UsageError(f"{option} replaces {names}: give one or the other, not both")
+
+
+# --- Twisted endpoint descriptions, as C{--listen} takes them --------------------------
+
+Description = list[tuple[str | None, str]]
+"""A description split at its colons: C{(None, value)} for a positional argument,
+C{(name, value)} for C{name=value}; the first is the endpoint type."""
+
+
+def splitDescription(description: str) -> Description:
+    """
+    Split an endpoint description as L{twisted.internet.endpoints.serverFromString}
+    reads it: at each colon; C{name=value} is a keyword argument (a value may hold
+    more C{=}); a backslash makes the next character literal.
+
+    Twisted has no public function for this; wsqueue needs it to take its own TLS
+    arguments out of a description before Twisted reads the rest.
+    """
+    parts: Description = []
+    name: str | None = None
+    current: list[str] = []
+    characters = iter(description)
+    for character in characters:
+        if character == "\\":
+            escaped = next(characters, None)
+            if escaped is None:
+                raise ValueError("ends with a lone backslash")
+            current.append(escaped)
+        elif character == ":":
+            parts.append((name, "".join(current)))
+            name, current = None, []
+        elif character == "=" and name is None:
+            name, current = "".join(current), []
+        else:
+            current.append(character)
+    parts.append((name, "".join(current)))
+    return parts
+
+
+def _quote(text: str) -> str:
+    return re.sub(r"([\\:=])", r"\\\1", text)
+
+
+def joinDescription(parts: Description) -> str:
+    """
+    The description that L{splitDescription} splits into C{parts}.
+    """
+    return ":".join(_quote(value) if name is None else f"{_quote(name)}={_quote(value)}" for name, value in parts)
+
+
+def endpointType(parts: Description) -> str:
+    """
+    The endpoint type of a split description, lower-cased (C{""} when it has none).
+    """
+    name, value = parts[0]
+    return value.lower() if name is None else ""
+
+
+def checkListen(option: str, description: str) -> str:
+    """
+    C{description} when it is a description C{option} may take, else a usage error
+    saying why.  Only its form is checked here; whether Twisted knows the endpoint
+    type and its arguments is checked at start-up (that takes the reactor).
+    """
+    try:
+        parts = splitDescription(description)
+    except ValueError as e:
+        raise usage.UsageError(f"{option} {description!r}: {e}")
+    kind = endpointType(parts)
+    if not kind:
+        raise usage.UsageError(f"{option} {description!r}: must start with an endpoint type (ssl:, tcp:, unix:, systemd:, tls:...)")
+    if kind == TLS_PREFIX:
+        inner = endpointType(parts[1:]) if len(parts) > 1 else ""
+        if not inner:
+            raise usage.UsageError(f"{option} {description!r}: tls: must wrap a description, e.g. tls:unix:/run/wsqueue.sock")
+        if inner in (TLS_PREFIX, "ssl"):
+            raise usage.UsageError(f"{option} {description!r}: {inner}: is TLS already; tls: would wrap it twice")
+    return description
+
+
+def listenPort(description: str) -> int | None:
+    """
+    The port a C{tcp:}, C{ssl:} or C{tls:tcp:} description names, else L{None}.
+    """
+    try:
+        parts = splitDescription(description)
+    except ValueError:
+        return None
+    if endpointType(parts) == TLS_PREFIX:
+        parts = parts[1:]
+    if endpointType(parts) not in ("tcp", "ssl", "tcp6") or len(parts) < 2:
+        return None
+    name, port = parts[1]
+    if name is not None:
+        port = {name: value for name, value in parts[1:] if name is not None}.get("port", "")
+    return int(port) if port.isdigit() else None
+
+
+def listenerName(port: int, listen: Sequence[str]) -> int | str:
+    """
+    What names a subscriber's listener in its default group (L{defaultGroup}): its
+    port; with C{--listen}, the first description's port (the same group as with
+    C{--port}), else that description with what a topic cannot hold replaced
+    (C{unix_/run/wsqueue.sock}).
+    """
+    if not listen:
+        return port
+    found = listenPort(listen[0])
+    if found is not None:
+        return found
+    return re.sub(r"[^A-Za-z0-9._/=-]+", "_", listen[0])[:128]
 
 
 def buildAuthenticator(options: ServerOptions, reactor, log):

@@ -9,12 +9,17 @@ C{--ready-file PATH} the daemon appends one JSON object per line to PATH as its
 state changes:
 
     {"event": "listening", "stage": "publisher", "host": "127.0.0.1", "port": 8081}
+    {"event": "listening", "stage": "publisher", "host": "10.0.0.5", "port": 9000, "tls": false}
+    {"event": "listening", "stage": "publisher", "path": "/run/wsqueue/publisher.sock", "tls": false}
     {"event": "link-open", "url": "wss://localhost:8080/pushmsg?producer=..."}
     {"event": "ready"}                   once every listener listens and every link has opened once
     {"event": "link-closed", "url": "..."}
 
 A file, a named pipe, or an inherited descriptor (C{/dev/fd/3}, as the tests use)
-all work.  The file is opened non-blocking and each line written with one
+all work.  A listening event names a TCP listener's C{host} and C{port}, a UNIX
+socket's C{path} (C{--listen unix:PATH}), anything else's C{address}; C{"tls":
+false} marks a listener without TLS (absent, it serves TLS, as every listener did
+before C{--listen}).  The file is opened non-blocking and each line written with one
 C{write}: a reader that stops reading loses events (logged once), it never
 blocks the daemon.
 """
@@ -60,9 +65,21 @@ class ReadyFile:
         """
         self._linksExpected.add(url)
 
-    def listening(self, stage: str, host: str, port: int) -> None:
+    def listening(
+        self, stage: str, host: str | None = None, port: int | None = None, *,
+        path: str | None = None, address: str | None = None, tls: bool = True,
+    ) -> None:
+        """
+        One listener of C{stage} listens: on C{host} and C{port} (TCP), at C{path} (a
+        UNIX socket) or at C{address} (anything else); C{tls} says whether it serves TLS.
+        """
         self._listening += 1
-        self._write({"event": "listening", "stage": stage, "host": host, "port": port})
+        event: dict[str, object] = {"event": "listening", "stage": stage}
+        where = {"host": host, "port": port, "path": path, "address": address}
+        event.update((name, value) for name, value in where.items() if value is not None)
+        if not tls:
+            event["tls"] = False
+        self._write(event)
         self._checkReady()
 
     def linkOpened(self, url: str) -> None:

@@ -67,14 +67,23 @@ def loadServerCertificate(certDir: str) -> tuple[list[crypto.X509], crypto.PKey]
     """
     if not os.path.isdir(certDir):
         raise TLSConfigurationError(f"certificate folder {certDir} does not exist (create one with: wsqueue-certs {certDir})")
-    certPath = os.path.join(certDir, SERVER_CERT)
-    keyPath = os.path.join(certDir, SERVER_KEY)
+    return loadCertificateFiles(os.path.join(certDir, SERVER_CERT), os.path.join(certDir, SERVER_KEY))
+
+
+def loadCertificateFiles(
+    certPath: str, keyPath: str, chainPath: str | None = None
+) -> tuple[list[crypto.X509], crypto.PKey]:
+    """
+    Read a certificate (then any chain certificates) from C{certPath}, the key that
+    must match it from C{keyPath} (which may be the same file, holding both), and
+    more chain certificates from C{chainPath}; or say which file is wrong.
+
+    What C{--cert-dir} and the C{certKey=}, C{privateKey=} and C{extraCertChain=}
+    arguments of a C{--listen} description both come to.
+    """
     certPEM = _readPEM(certPath, "certificate")
     keyPEM = _readPEM(keyPath, "private key")
-    try:
-        certs = [crypto.X509.from_cryptography(cert) for cert in x509.load_pem_x509_certificates(certPEM)]
-    except ValueError:
-        raise TLSConfigurationError(f"certificate {certPath} is not a PEM certificate")
+    certs = _loadCertificates(certPEM, certPath, "certificate")
     try:
         key = crypto.load_privatekey(crypto.FILETYPE_PEM, keyPEM)
     except crypto.Error:
@@ -83,7 +92,16 @@ def loadServerCertificate(certDir: str) -> tuple[list[crypto.X509], crypto.PKey]
     # Ed448 key has no public_numbers()).
     if _publicKeyBytes(certs[0].get_pubkey()) != _publicKeyBytes(key):
         raise TLSConfigurationError(f"private key {keyPath} does not match certificate {certPath}")
+    if chainPath is not None:
+        certs += _loadCertificates(_readPEM(chainPath, "certificate chain"), chainPath, "certificate chain")
     return certs, key
+
+
+def _loadCertificates(pem: bytes, path: str, what: str) -> list[crypto.X509]:
+    try:
+        return [crypto.X509.from_cryptography(cert) for cert in x509.load_pem_x509_certificates(pem)]
+    except ValueError:
+        raise TLSConfigurationError(f"{what} {path} is not a PEM certificate")
 
 
 class _DirectTLSFactory(TLSMemoryBIOFactory):
@@ -136,7 +154,18 @@ def serverOptions(certDir: str) -> ssl.CertificateOptions:
     The TLS options of a server listening with C{certDir}'s certificate, selecting
     C{http/1.1} for clients that offer ALPN (see L{ALPN_PROTOCOLS}).
     """
-    certs, key = loadServerCertificate(certDir)
+    return _serverOptionsOf(*loadServerCertificate(certDir))
+
+
+def serverOptionsFromFiles(certPath: str, keyPath: str, chainPath: str | None = None) -> ssl.CertificateOptions:
+    """
+    The same TLS options as L{serverOptions} (ALPN included), with the certificate
+    and key of the given files (see L{loadCertificateFiles}).
+    """
+    return _serverOptionsOf(*loadCertificateFiles(certPath, keyPath, chainPath))
+
+
+def _serverOptionsOf(certs: list[crypto.X509], key: crypto.PKey) -> ssl.CertificateOptions:
     return ssl.CertificateOptions(
         privateKey=key, certificate=certs[0], extraCertChain=certs[1:] or None, acceptableProtocols=ALPN_PROTOCOLS
     )
@@ -146,7 +175,17 @@ def serverEndpoint(reactor, port: int, interface: str, certDir: str) -> IStreamS
     """
     The TLS listener of a daemon, after checking the certificate.
     """
-    return _TLSServerEndpoint(TCP4ServerEndpoint(reactor, port, interface=interface), serverOptions(certDir))
+    return tlsServerEndpoint(TCP4ServerEndpoint(reactor, port, interface=interface), serverOptions(certDir))
+
+
+def tlsServerEndpoint(endpoint: IStreamServerEndpoint, options: ssl.CertificateOptions) -> IStreamServerEndpoint:
+    """
+    C{endpoint} (any kind: TCP, a UNIX socket, one inherited from systemd) serving
+    TLS with C{options}: how C{--listen tls:...} and C{ssl:...} listen with
+    wsqueue's own TLS settings rather than Twisted's C{ssl:} ones, which offer no
+    ALPN (see L{ALPN_PROTOCOLS}).
+    """
+    return _TLSServerEndpoint(endpoint, options)
 
 
 def defaultCAPath(certDir: str) -> str | None:

@@ -4,9 +4,10 @@ What the daemons' C{makeService} functions share.
 
 from __future__ import annotations
 
+import os
 import resource
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -14,7 +15,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
+from twisted.internet.interfaces import IProtocolFactory, IStreamServerEndpoint
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -22,7 +23,8 @@ from wsqueue._compat import raiseListenErrors
 from wsqueue.options import StartupError, buildAuthenticator, buildLink
 from wsqueue.readiness import ReadyFile, readyFileOf
 from wsqueue.server import ConnectionCloser, StageServerFactory
-from wsqueue.tls import TLSConfigurationError, serverEndpoint
+from wsqueue.tap._listen import Listener, describeAddress, listenersOf
+from wsqueue.tls import TLSConfigurationError
 
 if TYPE_CHECKING:
     from wsqueue.broker import QueueBroker
@@ -127,14 +129,32 @@ class ExitCleanlyOnSigterm(Service):
 
 class _Listening(MultiService):
     """
-    A listener whose port in use stops start-up with one line, not a traceback.
+    A stage's listeners; one that cannot listen (a port in use, a UNIX socket's
+    folder missing, an inherited descriptor that is no socket) stops start-up with
+    one line, not a traceback.
+
+    @ivar where: the listeners' descriptions, for a failure that names no address.
     """
+
+    where = "?"
 
     def privilegedStartService(self) -> None:
         try:
             super().privilegedStartService()
         except CannotListenError as e:
-            raise SystemExit(f"wsqueue: cannot listen on {e.interface or '*'}:{e.port}: {e.socketError}")
+            raise SystemExit(f"wsqueue: cannot listen on {_failedAddress(e)}: {e.socketError}")
+        except OSError as e:
+            raise SystemExit(f"wsqueue: cannot listen on {self.where}: {e.strerror or e}")
+
+
+def _failedAddress(error: CannotListenError) -> str:
+    """
+    The address a L{CannotListenError} names: C{interface:port}, or C{unix:PATH}
+    (Twisted gives a UNIX socket's path as the port, and no interface).
+    """
+    if isinstance(error.port, (str, bytes)):
+        return f"unix:{os.fsdecode(error.port)}"
+    return f"{error.interface or '*'}:{error.port}"
 
 
 class CallOnStop(Service):
@@ -200,64 +220,69 @@ class StopInOrder(MultiService):
 class _AnnouncedEndpoint:
     """
     Logs once, when listening has begun, what listens where: the stage, its
-    address (the real port, also for port 0) and its paths.
+    address (the real port, also for port 0; C{ws://} without TLS, a UNIX socket's
+    path) and its paths; and tells the daemon's L{ReadyFile}.
     """
 
-    def __init__(self, endpoint: IStreamServerEndpoint, stage: str, paths: list[str], ready: ReadyFile) -> None:
-        self._endpoint = endpoint
+    def __init__(self, listener: Listener, stage: str, paths: list[str], ready: ReadyFile) -> None:
+        self._listener = listener
         self._stage = stage
         self._paths = paths
         self._ready = ready
         ready.expectListener()
 
     def listen(self, factory: IProtocolFactory) -> Deferred:
-        return self._endpoint.listen(factory).addCallback(self._announce)
+        return self._listener.endpoint.listen(factory).addCallback(self._announce)
 
-    def _announce(self, port: IListeningPort) -> IListeningPort:
-        address = port.getHost()
+    def _announce(self, port):
+        # Any endpoint's "port": an IListeningPort, or what a plugin's gives.
+        secure = self._listener.secure
+        where, fields = describeAddress(port.getHost(), secure)
         log.info(
-            "{stage} listening on wss://{host}:{port} ({paths})",
-            stage=self._stage, host=getattr(address, "host", "?"), port=getattr(address, "port", "?"),
-            paths=", ".join(self._paths),
+            "{stage} listening on {where} ({paths})",
+            stage=self._stage, where=where, paths=", ".join(self._paths), tls=secure, **fields,
         )
-        self._ready.listening(self._stage, getattr(address, "host", "?"), getattr(address, "port", 0))
+        self._ready.listening(self._stage, **fields, tls=secure)
         return port
 
 
 def listeningService(
-    factory: StageServerFactory, endpoint: IStreamServerEndpoint, stage: str = "wsqueue", ready: ReadyFile | None = None
+    factory: StageServerFactory, listeners: Sequence[Listener], stage: str = "wsqueue", ready: ReadyFile | None = None
 ) -> MultiService:
     """
-    A TLS listener (see L{serverEndpoint}) for C{factory} plus the service that
-    closes its connections with 1001 on stop.  A port in use aborts start-up.
-    C{ready} hears when it listens.
+    The C{listeners} (see L{listenersOf}) for C{factory} plus the service that
+    closes its connections with 1001 on stop.  A listener that cannot listen
+    aborts start-up.  C{ready} hears when each listens.
     """
     service = _Listening()
-    endpoint = _AnnouncedEndpoint(endpoint, stage, sorted(factory.routes), ready or ReadyFile(None))
-    # Raising as strports.service does, so that _Listening sees the error.
-    listener = raiseListenErrors(StreamServerEndpointService(endpoint, factory))
-    listener.setServiceParent(service)
+    service.where = ", ".join(listener.description for listener in listeners)
+    ready = ready or ReadyFile(None)
+    for listener in listeners:
+        endpoint = _AnnouncedEndpoint(listener, stage, sorted(factory.routes), ready)
+        # Raising as strports.service does, so that _Listening sees the error.
+        raiseListenErrors(StreamServerEndpointService(endpoint, factory)).setServiceParent(service)
     ConnectionCloser(factory).setServiceParent(service)
     return service
 
 
 def linkedStageService(
     options, reactor, owner, makeFactory, path: str, port: int | None = None, retryPolicy=None, startDelay: float = 0.0,
-    stage: str = "wsqueue",
+    stage: str = "wsqueue", listen: Sequence[str] | None = None,
 ) -> StopInOrder:
     """
     A stage that listens and keeps a link to msgqueue at C{path} (publisher,
     subscriber); C{owner} is its side of the link, C{makeFactory} builds its server.
+    C{port} and C{listen} override C{--port} and C{--listen} (see L{listenersOf}).
     """
     factory = makeFactory(owner, buildAuthenticator(options, reactor, log), options.limits(), reactor)
     link = buildLink(options, reactor, path, owner, log, retryPolicy, startDelay)
-    endpoint = serverEndpoint(reactor, options["port"] if port is None else port, options["interface"], options["cert-dir"])
+    listeners = listenersOf(options, reactor, stage, port, listen)
     service = StopInOrder()
     # Stopped in reverse: the link first, while every client is still connected, so
     # that a subscriber acknowledges only what it wrote to a client (what arrives
     # from msgqueue after that is left unacknowledged, for the next subscriber), and
     # a publisher's last acknowledgements still reach its clients; then the clients.
-    listeningService(factory, endpoint, stage, readyFileOf(options)).setServiceParent(service)
+    listeningService(factory, listeners, stage, readyFileOf(options)).setServiceParent(service)
     link.setServiceParent(service)
     service.owner = owner
     service.factory = factory

@@ -15,15 +15,28 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from wsqueue.auth import INTERNAL_USER
-from wsqueue.options import OptionTable, StartupError, _port, buildAuthenticator
+from wsqueue.options import (
+    OptionTable,
+    StartupError,
+    _port,
+    buildAuthenticator,
+    checkListen,
+    defaultGroup,
+    listenerName,
+    refuseWithListen,
+)
 from wsqueue.tap import msgqueue, publisher, subscriber
 from wsqueue.tap._common import StopInOrder, daemonService
 from wsqueue.tls import TLSConfigurationError, certificateNames
 
 log = Logger()
 
-NOT_FOR_ALL_IN_ONE = ("port", "queue", "queue-user", "queue-password")
-"""The separate daemons' options that the all-in-one sets itself."""
+NOT_FOR_ALL_IN_ONE = ("port", "listen", "queue", "queue-user", "queue-password")
+"""The separate daemons' options that the all-in-one sets itself (C{--listen} is
+per stage here: C{--publisher-listen}, C{--subscriber-listen})."""
+
+STAGE_PORTS = {"publisher": 8081, "subscriber": 8082}
+"""The default ports of the stages that may listen elsewhere (C{--STAGE-listen})."""
 
 
 class Options(publisher.Options, subscriber.Options, msgqueue.Options):
@@ -33,9 +46,11 @@ class Options(publisher.Options, subscriber.Options, msgqueue.Options):
         "the stages connect to this process's msgqueue with an account of their own."
     )
     optParameters: OptionTable = [
-        ["msgqueue-port", None, 8080, "msgqueue's port.", _port],
-        ["publisher-port", None, 8081, "publisher's port.", _port],
-        ["subscriber-port", None, 8082, "subscriber's port.", _port],
+        ["msgqueue-port", None, 8080, ("msgqueue's port, always TLS on --interface: the other stages link to it "
+                                       "over wss:// (so it has no --msgqueue-listen)."), _port],
+        # None until postOptions: given, they may not come with --publisher-listen/--subscriber-listen.
+        ["publisher-port", None, None, "publisher's port [default: 8081].", _port],
+        ["subscriber-port", None, None, "subscriber's port [default: 8082].", _port],
     ]
 
     def __init__(self) -> None:
@@ -43,9 +58,36 @@ class Options(publisher.Options, subscriber.Options, msgqueue.Options):
         # Options of the separate daemons that mean nothing here: neither listed by
         # --help nor accepted (getopt refuses what longOpt does not name).
         self.longOpt = [option for option in self.longOpt if option.rstrip("=") not in NOT_FOR_ALL_IN_ONE]
+        self["publisher-listen"] = []
+        self["subscriber-listen"] = []
+
+    def opt_publisher_listen(self, description: str) -> None:
+        self["publisher-listen"].append(checkListen("--publisher-listen", description))
+
+    opt_publisher_listen.__doc__ = (
+        "The publisher stage listens on this Twisted endpoint description instead of --publisher-port "
+        "(as --listen of wsqueue-publisher; repeatable; --interface then applies to the other stages only) "
+        "[default: none]."
+    )
+
+    def opt_subscriber_listen(self, description: str) -> None:
+        self["subscriber-listen"].append(checkListen("--subscriber-listen", description))
+
+    opt_subscriber_listen.__doc__ = (
+        "The subscriber stage listens on this Twisted endpoint description instead of --subscriber-port "
+        "(as --listen of wsqueue-subscriber; repeatable; --interface then applies to the other stages only) "
+        "[default: none]."
+    )
 
     def postOptions(self) -> None:
+        for stage, port in STAGE_PORTS.items():
+            given = [f"{stage}-port"] if self[f"{stage}-port"] is not None else []
+            refuseWithListen(f"--{stage}-listen", self[f"{stage}-listen"], given)
+            if not given:
+                self[f"{stage}-port"] = port
         self["port"] = self["subscriber-port"]
+        if self["group"] is None:
+            self["group"] = defaultGroup(listenerName(self["subscriber-port"], self["subscriber-listen"]))
         subscriber.Options.postOptions(self)
         msgqueue.Options.postOptions(self)
         host = "localhost" if self["interface"] in ("127.0.0.1", "0.0.0.0", "::", "::1", "") else self["interface"]
@@ -91,9 +133,14 @@ def makeService(options: Options, reactor=None) -> MultiService:
         # msgqueue), then msgqueue.
         buildAuthenticator(options, reactor, log).allowInternalAccount(options["queue-user"], options["queue-password"])
         service = StopInOrder()
-        msgqueue.buildMsgQueue(options, reactor, options["msgqueue-port"]).setServiceParent(service)
-        publisher.buildPublisher(options, reactor, options["publisher-port"]).setServiceParent(service)
-        subscriber.buildSubscriber(options, reactor, options["subscriber-port"]).setServiceParent(service)
+        # msgqueue always listens with TLS on its port: the stages link to it over wss://.
+        msgqueue.buildMsgQueue(options, reactor, options["msgqueue-port"], listen=()).setServiceParent(service)
+        publisher.buildPublisher(
+            options, reactor, options["publisher-port"], listen=options["publisher-listen"]
+        ).setServiceParent(service)
+        subscriber.buildSubscriber(
+            options, reactor, options["subscriber-port"], listen=options["subscriber-listen"]
+        ).setServiceParent(service)
         return service
 
     return daemonService("wsqueue", options, reactor, build)

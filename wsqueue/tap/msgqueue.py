@@ -5,6 +5,8 @@ C{twistd wsqueue-msgqueue}: the queue daemon.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.logger import Logger
@@ -17,7 +19,7 @@ from wsqueue.readiness import readyFileOf
 from wsqueue.store.config import DEFAULT_STORE, StoreService, openStore, parseStoreSpec
 from wsqueue.store.sqlite import StoreError
 from wsqueue.tap._common import CallOnStop, StopInOrder, daemonService, listeningService
-from wsqueue.tls import serverEndpoint
+from wsqueue.tap._listen import listenersOf
 
 log = Logger()
 
@@ -67,14 +69,17 @@ class Options(ServerOptions):
         )
 
 
-def buildMsgQueue(options: Options, reactor, port: int | None = None) -> StopInOrder:
+def buildMsgQueue(
+    options: Options, reactor, port: int | None = None, listen: Sequence[str] | None = None
+) -> StopInOrder:
     """
-    msgqueue's services: its listener over a broker and its store.  The store is
+    msgqueue's services: its listeners over a broker and its store.  The store is
     opened (and checked) once everything else is known to be usable, and closed
-    after the listener has closed its connections.
+    after the listeners have closed their connections.  C{port} and C{listen}
+    override C{--port} and C{--listen} (the all-in-one daemon's msgqueue).
     """
     authenticator = buildAuthenticator(options, reactor, log)
-    endpoint = serverEndpoint(reactor, options["port"] if port is None else port, options["interface"], options["cert-dir"])
+    listeners = listenersOf(options, reactor, "msgqueue", port, listen)
     try:
         store = openStore(options["store"], reactor)
     except StoreError as e:
@@ -88,7 +93,7 @@ def buildMsgQueue(options: Options, reactor, port: int | None = None) -> StopInO
         pauseLimit=options["ping-interval"] / 2, maxGroupBacklog=options["max-group-backlog"],
     )
     factory = makeMsgQueueFactory(broker, authenticator, options.limits(), reactor)
-    listeningService(factory, endpoint, "msgqueue", readyFileOf(options)).setServiceParent(service)
+    listeningService(factory, listeners, "msgqueue", readyFileOf(options)).setServiceParent(service)
     # broker.maintenance never fails: TimerService's loop would stop for good if it did.
     maintenance = TimerService(MAINTENANCE_INTERVAL, broker.maintenance)
     maintenance.clock = reactor

@@ -5,6 +5,8 @@ C{twistd wsqueue-publisher}: clients publish here; messages go on to msgqueue.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from twisted.application.service import MultiService
 
 from wsqueue.options import LinkedServerOptions, OptionTable, _positiveInt
@@ -21,16 +23,20 @@ class Options(LinkedServerOptions):
     ]
 
 
-def buildPublisher(options: Options, reactor, port: int | None = None, retryPolicy=None) -> StopInOrder:
+def buildPublisher(
+    options: Options, reactor, port: int | None = None, retryPolicy=None, listen: Sequence[str] | None = None
+) -> StopInOrder:
     """
-    The publisher's services: its listener and its link to msgqueue.
+    The publisher's services: its listeners and its link to msgqueue.
     """
     forwarder = Forwarder(
         reactor, maxBuffered=options["max-buffered"], batchBytes=min(BATCH_BYTES, options["max-message-size"]),
         pauseLimit=options["ping-interval"] / 2,
     )
     path = f"/pushmsg?producer={forwarder.producerName}"
-    service = linkedStageService(options, reactor, forwarder, makePublisherFactory, path, port, retryPolicy, stage="publisher")
+    service = linkedStageService(
+        options, reactor, forwarder, makePublisherFactory, path, port, retryPolicy, stage="publisher", listen=listen
+    )
     # Stopped first: refuse new messages, and wait for msgqueue to acknowledge the rest.
     CallOnStop(forwarder.drain).setServiceParent(service)
     return service

@@ -5,13 +5,21 @@ C{twistd wsqueue-subscriber}: clients subscribe here to topics read from msgqueu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from urllib.parse import quote
 
 from twisted.application.service import MultiService
 from twisted.python import usage
 
 from wsqueue import wire
-from wsqueue.options import LinkedServerOptions, OptionTable, _nonNegativeFloat, _positiveInt, defaultGroup
+from wsqueue.options import (
+    LinkedServerOptions,
+    OptionTable,
+    _nonNegativeFloat,
+    _positiveInt,
+    defaultGroup,
+    listenerName,
+)
 from wsqueue.subscriber import DEFAULT_MAX_CLIENT_BUFFER, QueueReader, TopicRegistry, makeSubscriberFactory
 from wsqueue.tap._common import StopInOrder, daemonService, linkedStageService
 
@@ -21,7 +29,8 @@ class Options(LinkedServerOptions):
     longdesc = "subscriber: clients subscribe to topics on /subscribe and receive the messages read from msgqueue."
     defaultPort = 8082
     optParameters: OptionTable = [
-        ["group", None, None, "Consumer group on msgqueue [default: subscriber-<host>-<port>, stable across restarts]."],
+        ["group", None, None, ("Consumer group on msgqueue [default: subscriber-<host>-<port>, stable across restarts; "
+                               "with --listen, the first listener's port, or its description].")],
         ["max-client-buffer", None, DEFAULT_MAX_CLIENT_BUFFER,
          "Bytes waiting for one client before it is closed with 1008 (slow consumer).", _positiveInt],
         ["resume-grace", None, 0.0,
@@ -32,15 +41,17 @@ class Options(LinkedServerOptions):
     def postOptions(self) -> None:
         super().postOptions()
         if self["group"] is None:
-            self["group"] = defaultGroup(self["port"])
+            self["group"] = defaultGroup(listenerName(self["port"], self["listen"]))
         problem = wire.checkTopic(self["group"])
         if problem is not None:
             raise usage.UsageError("--group: " + problem.removeprefix("Topic "))
 
 
-def buildSubscriber(options: Options, reactor, port: int | None = None, retryPolicy=None) -> StopInOrder:
+def buildSubscriber(
+    options: Options, reactor, port: int | None = None, retryPolicy=None, listen: Sequence[str] | None = None
+) -> StopInOrder:
     """
-    The subscriber's services: its listener and its link to msgqueue.
+    The subscriber's services: its listeners and its link to msgqueue.
     """
     path = f"/popmsg?group={quote(options['group'], safe='')}&ack=explicit&batch=1"
     reader = QueueReader(TopicRegistry(), reactor)
@@ -50,7 +61,7 @@ def buildSubscriber(options: Options, reactor, port: int | None = None, retryPol
 
     return linkedStageService(
         options, reactor, reader, makeFactory, path, port, retryPolicy, startDelay=options["resume-grace"],
-        stage="subscriber",
+        stage="subscriber", listen=listen,
     )
 
 
