@@ -10,6 +10,7 @@ its trimming: an entry must stay until every group has acknowledged it.
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import sqlite3
@@ -27,9 +28,11 @@ from wsqueue.store import Entry, IMessageStore, MemoryStore, PendingEntry
 from wsqueue.store import memory as memoryModule
 from wsqueue.store import sqlite as sqliteModule
 from wsqueue.store.config import DEFAULT_STORE, StoreService, openStore, parseStoreSpec
+from wsqueue.store.redis import RedisStore, parseRedisURL
 from wsqueue.store.sqlite import COMMITTED_SUFFIX, SQLiteStore, StoreError, _Operation, runBatch
 
 from .helpers import waitFor
+from .redisserver import sharedServer
 
 SCHEMA_1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -90,274 +93,280 @@ def rowCount(path: str) -> int:
 
 class StoreConformanceMixin:
     """
-    What the broker relies on from every store.  Subclasses say how to make one.
+    What the broker relies on from every store.  Subclasses say how to make one
+    (C{makeStore} may return a Deferred or a coroutine for a store that must
+    connect first).  The tests are coroutines, so that a store answering over the
+    network (Redis) runs the very same suite as those that answer at once.
     """
 
     def makeStore(self):
         raise NotImplementedError
 
-    def setUp(self) -> None:
+    async def setUp(self) -> None:
         self.clock = Clock()
-        self.store = self.makeStore()
+        store = self.makeStore()
+        if inspect.isawaitable(store):
+            store = await store
+        self.store = store
 
-    def append(self, *topics: str) -> list[int]:
+    async def append(self, *topics: str) -> list[int]:
         """
         Append one entry per topic (content C{"c-<topic>"}); return their offsets.
         """
-        return self.successResultOf(self.store.append([(topic, f"c-{topic}") for topic in topics]))
+        return await self.store.append([(topic, f"c-{topic}") for topic in topics])
 
-    def read(self, group: str, consumer: str, count: int = 100) -> list[int]:
+    async def read(self, group: str, consumer: str, count: int = 100) -> list[int]:
         """
         The offsets C{consumer} of C{group} is handed.
         """
-        return [entry.offset for entry in self.successResultOf(self.store.readGroup(group, consumer, count))]
+        return [entry.offset for entry in await self.store.readGroup(group, consumer, count)]
 
-    def pending(self, group: str) -> list[PendingEntry]:
-        return self.successResultOf(self.store.pending(group))
+    async def pending(self, group: str) -> list[PendingEntry]:
+        return await self.store.pending(group)
 
-    def readEntries(self, group: str, consumer: str, count: int = 100, maxDeliver: int | None = None) -> list[Entry]:
-        return self.successResultOf(self.store.readGroup(group, consumer, count, maxDeliver))
+    async def readEntries(self, group: str, consumer: str, count: int = 100, maxDeliver: int | None = None) -> list[Entry]:
+        return await self.store.readGroup(group, consumer, count, maxDeliver)
 
-    def dies(self, group: str, consumer: str, count: int = 100, maxDeliver: int | None = None) -> list[int]:
+    async def dies(self, group: str, consumer: str, count: int = 100, maxDeliver: int | None = None) -> list[int]:
         """
         C{consumer} reads up to C{count} entries and dies without acknowledging any:
         the offsets it was handed, which go back to the group.
         """
-        offsets = [entry.offset for entry in self.readEntries(group, consumer, count, maxDeliver)]
-        self.successResultOf(self.store.release(group, consumer))
+        offsets = [entry.offset for entry in await self.readEntries(group, consumer, count, maxDeliver)]
+        await self.store.release(group, consumer)
         return offsets
 
-    def deadOffsets(self, group: str | None = None) -> list[int]:
-        return [letter.offset for letter in self.successResultOf(self.store.deadLetters(group))]
+    async def deadOffsets(self, group: str | None = None) -> list[int]:
+        return [letter.offset for letter in await self.store.deadLetters(group)]
 
-    def test_expiredDeliveriesGoBack(self) -> None:
+    async def test_expiredDeliveriesGoBack(self) -> None:
         """
         Entries unacknowledged for longer than the ack wait go back to their group,
         to be handed out again first, with their delivery count going up.
         """
-        self.append("a", "b")
-        self.read("g", "c1", 1)
+        await self.append("a", "b")
+        await self.read("g", "c1", 1)
         self.clock.advance(10)
-        self.read("g", "c1", 1)
-        self.assertEqual(self.successResultOf(self.store.releaseExpired(5)), [("g", 1)])
-        self.assertEqual(self.read("g", "c2"), [1])
-        self.assertEqual([(p.offset, p.consumer, p.deliveries) for p in self.pending("g")], [(1, "c2", 2), (2, "c1", 1)])
-        self.assertEqual(self.successResultOf(self.store.releaseExpired(5)), [])
+        await self.read("g", "c1", 1)
+        self.assertEqual(await self.store.releaseExpired(5), [("g", 1)])
+        self.assertEqual(await self.read("g", "c2"), [1])
+        self.assertEqual([(p.offset, p.consumer, p.deliveries) for p in await self.pending("g")], [(1, "c2", 2), (2, "c1", 1)])
+        self.assertEqual(await self.store.releaseExpired(5), [])
 
-    def test_maxDeliverDeadLetters(self) -> None:
+    async def test_maxDeliverDeadLetters(self) -> None:
         """
         An entry delivered alone maxDeliver times moves to the dead letters instead
         of being handed out again, and no longer holds the store back; its two
         batch deliveries before it was isolated do not count.
         """
-        self.append("a", "b")
-        self.assertEqual(self.dies("g", "c1", 1, maxDeliver=2), [1])
-        self.assertEqual(self.dies("g", "c1", 1, maxDeliver=2), [1])
-        self.assertEqual(self.dies("g", "c1", 5, maxDeliver=2), [1])
-        self.assertEqual(self.dies("g", "c1", 5, maxDeliver=2), [1])
-        self.assertEqual(self.deadOffsets(), [])
-        entries = self.readEntries("g", "c1", 5, maxDeliver=2)
+        await self.append("a", "b")
+        self.assertEqual(await self.dies("g", "c1", 1, maxDeliver=2), [1])
+        self.assertEqual(await self.dies("g", "c1", 1, maxDeliver=2), [1])
+        self.assertEqual(await self.dies("g", "c1", 5, maxDeliver=2), [1])
+        self.assertEqual(await self.dies("g", "c1", 5, maxDeliver=2), [1])
+        self.assertEqual(await self.deadOffsets(), [])
+        entries = await self.readEntries("g", "c1", 5, maxDeliver=2)
         self.assertEqual([e.offset for e in entries], [2])
-        [letter] = self.successResultOf(self.store.deadLetters("g"))
+        [letter] = await self.store.deadLetters("g")
         self.assertEqual(
             (letter.group, letter.offset, letter.topic, letter.content, letter.deliveries, letter.damaged),
             ("g", 1, "a", "c-a", 4, False),
         )
-        self.assertEqual(self.successResultOf(self.store.deadLetters()), [letter])
-        self.assertEqual(self.successResultOf(self.store.deadLetters("other")), [])
-        self.successResultOf(self.store.ack("g", [2]))
+        self.assertEqual(await self.store.deadLetters(), [letter])
+        self.assertEqual(await self.store.deadLetters("other"), [])
+        await self.store.ack("g", [2])
         self.assertEqual(self.store.retained, 0)
 
-    def test_deadLettersDoNotShortenARead(self) -> None:
+    async def test_deadLettersDoNotShortenARead(self) -> None:
         """
         Dead letters do not count against a read: it is filled from the entries after
         them, so a short read means the group has nothing more now.
         """
-        self.append("a", "b", "c", "d")
-        self.dies("g", "c1", 2)
-        self.dies("g", "c1", 2)
+        await self.append("a", "b", "c", "d")
+        await self.dies("g", "c1", 2)
+        await self.dies("g", "c1", 2)
         # 1 and 2 came back twice: each goes alone, 2 to a consumer while c1 holds 1.
-        self.assertEqual(self.read("g", "c1"), [1])
-        self.assertEqual(self.read("g", "c2"), [2])
-        self.successResultOf(self.store.release("g", "c1"))
-        self.successResultOf(self.store.release("g", "c2"))
-        entries = self.readEntries("g", "c3", 2, maxDeliver=1)
+        self.assertEqual(await self.read("g", "c1"), [1])
+        self.assertEqual(await self.read("g", "c2"), [2])
+        await self.store.release("g", "c1")
+        await self.store.release("g", "c2")
+        entries = await self.readEntries("g", "c3", 2, maxDeliver=1)
         self.assertEqual([e.offset for e in entries], [3, 4])
-        self.assertEqual(self.deadOffsets("g"), [1, 2])
+        self.assertEqual(await self.deadOffsets("g"), [1, 2])
 
-    def test_deliveriesCounted(self) -> None:
+    async def test_deliveriesCounted(self) -> None:
         """
         Each entry handed out carries its delivery count, this delivery included.
         """
-        self.append("a", "b")
-        self.assertEqual([e.deliveries for e in self.readEntries("g", "c1", 1)], [1])
-        self.successResultOf(self.store.release("g", "c1"))
-        self.assertEqual([(e.offset, e.deliveries) for e in self.readEntries("g", "c2")], [(1, 2), (2, 1)])
-        self.assertEqual([(e.offset, e.deliveries) for e in self.readEntries("other", "c1")], [(1, 1), (2, 1)])
+        await self.append("a", "b")
+        self.assertEqual([e.deliveries for e in await self.readEntries("g", "c1", 1)], [1])
+        await self.store.release("g", "c1")
+        self.assertEqual([(e.offset, e.deliveries) for e in await self.readEntries("g", "c2")], [(1, 2), (2, 1)])
+        self.assertEqual([(e.offset, e.deliveries) for e in await self.readEntries("other", "c1")], [(1, 1), (2, 1)])
 
-    def test_firstRedeliveryIsABatch(self) -> None:
+    async def test_firstRedeliveryIsABatch(self) -> None:
         """
         Entries given back once (an ordinary disconnect) come back together, with
         new entries behind them.
         """
-        self.append(*"abcde")
-        self.assertEqual(self.dies("g", "c1", 3), [1, 2, 3])
-        self.assertEqual(self.read("g", "c2", 10), [1, 2, 3, 4, 5])
+        await self.append(*"abcde")
+        self.assertEqual(await self.dies("g", "c1", 3), [1, 2, 3])
+        self.assertEqual(await self.read("g", "c2", 10), [1, 2, 3, 4, 5])
 
-    def test_secondRedeliveryOneAtATime(self) -> None:
+    async def test_secondRedeliveryOneAtATime(self) -> None:
         """
         Entries given back a second time are handed out one at a time, oldest
         first, each only once the consumer holds nothing else (here: has
         acknowledged the one before).
         """
-        self.append(*"abcd")
-        self.dies("g", "c1", 3)
-        self.dies("g", "c1", 3)
+        await self.append(*"abcd")
+        await self.dies("g", "c1", 3)
+        await self.dies("g", "c1", 3)
         for offset in (1, 2, 3):
             if offset < 3:
-                self.assertEqual(self.read("g", "c2", 10), [offset])
-                self.assertEqual(self.read("g", "c2", 10), [])
+                self.assertEqual(await self.read("g", "c2", 10), [offset])
+                self.assertEqual(await self.read("g", "c2", 10), [])
             else:
-                self.assertEqual(self.readEntries("g", "c2", 10), [Entry(3, "c", "c-c", 3)])
-            self.successResultOf(self.store.ack("g", [offset]))
-        self.assertEqual(self.read("g", "c2", 10), [4])
+                self.assertEqual(await self.readEntries("g", "c2", 10), [Entry(3, "c", "c-c", 3)])
+            await self.store.ack("g", [offset])
+        self.assertEqual(await self.read("g", "c2", 10), [4])
 
-    def test_isolatedOnlyToAConsumerHoldingNothing(self) -> None:
+    async def test_isolatedOnlyToAConsumerHoldingNothing(self) -> None:
         """
         An entry that must go alone is not handed to a consumer that holds other
         entries of the group (a failure there would be blamed on it), and nothing
         else is handed out in the meantime; a consumer holding nothing takes it.
         """
-        self.append(*"abcd")
-        self.assertEqual(self.read("g", "busy", 1), [1])
-        self.assertEqual(self.dies("g", "c1", 1), [2])
-        self.assertEqual(self.dies("g", "c1", 1), [2])
-        self.assertEqual(self.read("g", "busy", 5), [])
-        self.assertEqual(self.read("g", "free", 5), [2])
-        self.assertEqual(self.pending("g"), [PendingEntry(1, "busy", 1), PendingEntry(2, "free", 3)])
+        await self.append(*"abcd")
+        self.assertEqual(await self.read("g", "busy", 1), [1])
+        self.assertEqual(await self.dies("g", "c1", 1), [2])
+        self.assertEqual(await self.dies("g", "c1", 1), [2])
+        self.assertEqual(await self.read("g", "busy", 5), [])
+        self.assertEqual(await self.read("g", "free", 5), [2])
+        self.assertEqual(await self.pending("g"), [PendingEntry(1, "busy", 1), PendingEntry(2, "free", 3)])
 
-    def test_poisonWindow(self) -> None:
+    async def test_poisonWindow(self) -> None:
         """
         A consumer that dies on receiving offset 10 in a window of 50 (each
         consumer acknowledges everything it received alone and survived): every
         other entry is acknowledged, only 10 is dead-lettered, after maxDeliver
         deliveries alone.
         """
-        self.append(*[f"t{i}" for i in range(1, 61)])
+        await self.append(*[f"t{i}" for i in range(1, 61)])
         acked: list[int] = []
         attempts = 0
         while attempts < 200:
             attempts += 1
             consumer = f"c{attempts}"
-            entries = self.readEntries("g", consumer, 50, maxDeliver=3)
+            entries = await self.readEntries("g", consumer, 50, maxDeliver=3)
             offsets = [e.offset for e in entries]
             if not offsets:
                 break
             if 10 in offsets:
-                self.successResultOf(self.store.release("g", consumer))
+                await self.store.release("g", consumer)
                 continue
             acked.extend(offsets)
-            self.successResultOf(self.store.ack("g", offsets))
+            await self.store.ack("g", offsets)
         self.assertEqual(sorted(acked), [i for i in range(1, 61) if i != 10])
-        [letter] = self.successResultOf(self.store.deadLetters("g"))
+        [letter] = await self.store.deadLetters("g")
         self.assertEqual((letter.offset, letter.deliveries), (10, 5))
         self.assertEqual(self.store.retained, 0)
 
-    def test_expiredFollowTheSameRule(self) -> None:
+    async def test_expiredFollowTheSameRule(self) -> None:
         """
         Entries given back by the ack wait are isolated and dead-lettered like those
         of a consumer that left: a window that expires twice comes back one entry
         at a time, and only the entry never acknowledged alone is dead-lettered.
         """
-        self.append("a", "b", "c")
+        await self.append("a", "b", "c")
         for _ in range(2):
-            self.read("g", "slow", 3)
+            await self.read("g", "slow", 3)
             self.clock.advance(10)
-            self.assertEqual(len(self.successResultOf(self.store.releaseExpired(5))), 3)
-        self.assertEqual(self.read("g", "slow", 3), [1])
-        self.successResultOf(self.store.ack("g", [1]))
+            self.assertEqual(len(await self.store.releaseExpired(5)), 3)
+        self.assertEqual(await self.read("g", "slow", 3), [1])
+        await self.store.ack("g", [1])
         for _ in range(2):
-            self.assertEqual(self.read("g", "slow", 3), [2])
+            self.assertEqual(await self.read("g", "slow", 3), [2])
             self.clock.advance(10)
-            self.assertEqual(self.successResultOf(self.store.releaseExpired(5)), [("g", 2)])
-        self.assertEqual(self.readEntries("g", "slow", 3, maxDeliver=2), [Entry(3, "c", "c-c", 3)])
-        self.assertEqual(self.deadOffsets("g"), [2])
+            self.assertEqual(await self.store.releaseExpired(5), [("g", 2)])
+        self.assertEqual(await self.readEntries("g", "slow", 3, maxDeliver=2), [Entry(3, "c", "c-c", 3)])
+        self.assertEqual(await self.deadOffsets("g"), [2])
 
-    def test_lateAckOfReleasedEntryIgnored(self) -> None:
+    async def test_lateAckOfReleasedEntryIgnored(self) -> None:
         """
         An ack for an entry already given back to the group does not remove it: it
         will be handed out again.
         """
-        self.append("a")
-        self.read("g", "c1")
-        self.successResultOf(self.store.release("g", "c1"))
-        self.assertEqual(self.successResultOf(self.store.ack("g", [1])), 0)
-        self.assertEqual(self.read("g", "c2"), [1])
+        await self.append("a")
+        await self.read("g", "c1")
+        await self.store.release("g", "c1")
+        self.assertEqual(await self.store.ack("g", [1]), 0)
+        self.assertEqual(await self.read("g", "c2"), [1])
 
-    def test_retentionByCount(self) -> None:
+    async def test_retentionByCount(self) -> None:
         """
         Past maxMessages the oldest entries go, and each group is told how many
         entries it had not acknowledged were lost.
         """
-        self.append("a", "b", "c", "d")
-        self.read("slow", "c2", 1)
-        self.read("fast", "c1")
-        self.successResultOf(self.store.ack("fast", [1, 2, 3, 4]))
-        self.assertEqual(self.successResultOf(self.store.applyRetention(2, None, None)), {"slow": 2})
+        await self.append("a", "b", "c", "d")
+        await self.read("slow", "c2", 1)
+        await self.read("fast", "c1")
+        await self.store.ack("fast", [1, 2, 3, 4])
+        self.assertEqual(await self.store.applyRetention(2, None, None), {"slow": 2})
         self.assertEqual(self.store.retained, 2)
-        self.assertEqual(self.read("slow", "c2"), [3, 4])
-        self.assertEqual(self.pending("slow")[0].offset, 3)
+        self.assertEqual(await self.read("slow", "c2"), [3, 4])
+        self.assertEqual((await self.pending("slow"))[0].offset, 3)
 
-    def test_retentionByBytesAndAge(self) -> None:
+    async def test_retentionByBytesAndAge(self) -> None:
         """
         maxBytes keeps the newest entries that fit; maxAge drops entries stored longer ago.
         """
-        self.append("a")
+        await self.append("a")
         self.clock.advance(100)
-        self.append("b", "c")
-        self.assertEqual(self.successResultOf(self.store.applyRetention(None, None, 50)), {})
+        await self.append("b", "c")
+        self.assertEqual(await self.store.applyRetention(None, None, 50), {})
         self.assertEqual(self.store.retained, 2)
-        self.assertEqual(self.successResultOf(self.store.applyRetention(None, 4, None)), {})
+        self.assertEqual(await self.store.applyRetention(None, 4, None), {})
         self.assertEqual(self.store.retained, 1)
-        self.assertEqual(self.read("g", "c1"), [3])
-        self.assertEqual(self.successResultOf(self.store.applyRetention(None, None, None)), {})
+        self.assertEqual(await self.read("g", "c1"), [3])
+        self.assertEqual(await self.store.applyRetention(None, None, None), {})
 
-    def test_groupExpiry(self) -> None:
+    async def test_groupExpiry(self) -> None:
         """
         Groups idle for longer than the expiry are removed (unless active) and stop
         holding entries back.
         """
-        self.append("a")
-        self.read("idle", "c1")
-        self.read("busy", "c2")
+        await self.append("a")
+        await self.read("idle", "c1")
+        await self.read("busy", "c2")
         self.clock.advance(100)
-        self.assertEqual(self.successResultOf(self.store.expireGroups(50, {"busy"})), ["idle"])
-        self.assertEqual(self.successResultOf(self.store.expireGroups(50, {"busy"})), [])
-        self.successResultOf(self.store.ack("busy", [1]))
+        self.assertEqual(await self.store.expireGroups(50, {"busy"}), ["idle"])
+        self.assertEqual(await self.store.expireGroups(50, {"busy"}), [])
+        await self.store.ack("busy", [1])
         self.assertEqual(self.store.retained, 0)
 
-    def test_resendSkipped(self) -> None:
+    async def test_resendSkipped(self) -> None:
         """
         A producer's messages numbered at or below its highest stored number are
         skipped (None offsets); new numbers in the same append are stored.
         """
-        self.assertEqual(self.successResultOf(self.store.append([("t", "a"), ("t", "b")], "p1", [1, 2])), [1, 2])
-        resent = self.successResultOf(self.store.append([("t", "a"), ("t", "b"), ("t", "c")], "p1", [1, 2, 3]))
+        self.assertEqual(await self.store.append([("t", "a"), ("t", "b")], "p1", [1, 2]), [1, 2])
+        resent = await self.store.append([("t", "a"), ("t", "b"), ("t", "c")], "p1", [1, 2, 3])
         self.assertEqual(resent, [None, None, 3])
         self.assertEqual(self.store.retained, 3)
-        self.assertEqual(self.read("g", "c1"), [1, 2, 3])
+        self.assertEqual(await self.read("g", "c1"), [1, 2, 3])
 
-    def test_producersIndependent(self) -> None:
+    async def test_producersIndependent(self) -> None:
         """
         One producer's numbers say nothing about another's, and appends without a
         producer or without numbers are never skipped.
         """
-        self.successResultOf(self.store.append([("t", "a")], "p1", [5]))
-        self.assertEqual(self.successResultOf(self.store.append([("t", "b")], "p2", [1])), [2])
-        self.assertEqual(self.successResultOf(self.store.append([("t", "c")], None, [1])), [3])
-        self.assertEqual(self.successResultOf(self.store.append([("t", "d")], "p1")), [4])
+        await self.store.append([("t", "a")], "p1", [5])
+        self.assertEqual(await self.store.append([("t", "b")], "p2", [1]), [2])
+        self.assertEqual(await self.store.append([("t", "c")], None, [1]), [3])
+        self.assertEqual(await self.store.append([("t", "d")], "p1"), [4])
 
-    def test_interface(self) -> None:
+    async def test_interface(self) -> None:
         """
         The store provides every method and attribute of IMessageStore, and has found
         no damaged entry.
@@ -365,59 +374,59 @@ class StoreConformanceMixin:
         self.assertTrue(verifyObject(IMessageStore, self.store))
         self.assertEqual(self.store.damagedEntries, 0)
 
-    def test_trimGroupBacklog(self) -> None:
+    async def test_trimGroupBacklog(self) -> None:
         """
         An absent group whose backlog (pending, given back, never read) exceeds the
         bound loses its oldest entries down to it, and is told how many; a group
         with a consumer connected, or within the bound, keeps everything.
         """
-        self.append(*"abcdefgh")
-        self.read("absent", "gone", 3)
-        self.successResultOf(self.store.ack("absent", [2]))
-        self.successResultOf(self.store.release("absent", "gone"))
-        self.read("present", "here", 0)
-        self.read("small", "s", 6)
-        self.successResultOf(self.store.ack("small", [1, 2, 3, 4, 5, 6]))
-        lost = self.successResultOf(self.store.trimGroupBacklog(4, {"present"}))
+        await self.append(*"abcdefgh")
+        await self.read("absent", "gone", 3)
+        await self.store.ack("absent", [2])
+        await self.store.release("absent", "gone")
+        await self.read("present", "here", 0)
+        await self.read("small", "s", 6)
+        await self.store.ack("small", [1, 2, 3, 4, 5, 6])
+        lost = await self.store.trimGroupBacklog(4, {"present"})
         self.assertEqual(lost, {"absent": 3})
-        self.assertEqual(self.read("absent", "back", 10), [5, 6, 7, 8])
-        self.assertEqual(self.read("present", "here", 10), [1, 2, 3, 4, 5, 6, 7, 8])
-        self.assertEqual(self.successResultOf(self.store.trimGroupBacklog(4, set())), {"present": 4})
+        self.assertEqual(await self.read("absent", "back", 10), [5, 6, 7, 8])
+        self.assertEqual(await self.read("present", "here", 10), [1, 2, 3, 4, 5, 6, 7, 8])
+        self.assertEqual(await self.store.trimGroupBacklog(4, set()), {"present": 4})
         self.assertEqual(self.store.retained, 4)
 
-    def test_trimGroupBacklogPendingFirst(self) -> None:
+    async def test_trimGroupBacklogPendingFirst(self) -> None:
         """
         Pending entries are older than those never read: they go first, and the
         trimmed store no longer holds what no group needs.
         """
-        self.append(*"abcdef")
-        self.read("g", "c", 4)
-        self.assertEqual(self.successResultOf(self.store.trimGroupBacklog(3, set())), {"g": 3})
-        self.assertEqual(self.pending("g"), [PendingEntry(4, "c", 1)])
-        self.assertEqual(self.read("g", "c2"), [5, 6])
+        await self.append(*"abcdef")
+        await self.read("g", "c", 4)
+        self.assertEqual(await self.store.trimGroupBacklog(3, set()), {"g": 3})
+        self.assertEqual(await self.pending("g"), [PendingEntry(4, "c", 1)])
+        self.assertEqual(await self.read("g", "c2"), [5, 6])
         self.assertEqual(self.store.retained, 3)
-        self.assertEqual(self.successResultOf(self.store.trimGroupBacklog(0, set())), {"g": 3})
+        self.assertEqual(await self.store.trimGroupBacklog(0, set()), {"g": 3})
         self.assertEqual(self.store.retained, 0)
-        self.assertEqual(self.append("g"), [7])
+        self.assertEqual(await self.append("g"), [7])
 
-    def test_offsetsIncreaseFromOne(self) -> None:
+    async def test_offsetsIncreaseFromOne(self) -> None:
         """
         Offsets start at 1 and increase by one per entry, across appends.
         """
-        self.assertEqual(self.append("a", "b"), [1, 2])
-        self.assertEqual(self.append("c"), [3])
-        self.assertEqual(self.successResultOf(self.store.append([])), [])
+        self.assertEqual(await self.append("a", "b"), [1, 2])
+        self.assertEqual(await self.append("c"), [3])
+        self.assertEqual(await self.store.append([]), [])
         self.assertEqual(self.store.retained, 3)
 
-    def test_entriesKeepTopicAndContent(self) -> None:
+    async def test_entriesKeepTopicAndContent(self) -> None:
         """
         readGroup returns the appended topic and content with each offset.
         """
-        self.append("a", "b")
-        entries = self.successResultOf(self.store.readGroup("g", "c1", 10))
+        await self.append("a", "b")
+        entries = await self.store.readGroup("g", "c1", 10)
         self.assertEqual(entries, [Entry(1, "a", "c-a"), Entry(2, "b", "c-b")])
 
-    def test_epoch(self) -> None:
+    async def test_epoch(self) -> None:
         """
         The epoch is a non-empty string, different for each store.
         """
@@ -426,211 +435,211 @@ class StoreConformanceMixin:
         self.assertTrue(self.store.epoch)
         self.assertNotEqual(self.store.epoch, other.epoch)
 
-    def test_newGroupStartsAtOldestRetained(self) -> None:
+    async def test_newGroupStartsAtOldestRetained(self) -> None:
         """
         A group created after entries were appended gets them all, from the oldest.
         """
-        self.append("a", "b", "c")
-        self.assertEqual(self.read("g", "c1"), [1, 2, 3])
+        await self.append("a", "b", "c")
+        self.assertEqual(await self.read("g", "c1"), [1, 2, 3])
 
-    def test_newGroupStartsAtOldestRetainedAfterTrim(self) -> None:
+    async def test_newGroupStartsAtOldestRetainedAfterTrim(self) -> None:
         """
         A group created after others trimmed the store starts at the oldest entry left.
         """
-        self.append("a", "b", "c")
-        self.read("g1", "c1", 2)
-        self.successResultOf(self.store.ack("g1", [1, 2]))
+        await self.append("a", "b", "c")
+        await self.read("g1", "c1", 2)
+        await self.store.ack("g1", [1, 2])
         self.assertEqual(self.store.retained, 1)
-        self.assertEqual(self.read("g2", "c1"), [3])
+        self.assertEqual(await self.read("g2", "c1"), [3])
 
-    def test_everyGroupGetsEveryEntry(self) -> None:
+    async def test_everyGroupGetsEveryEntry(self) -> None:
         """
         Two groups each receive every entry.
         """
-        self.append("a", "b")
-        self.assertEqual(self.read("g1", "c1"), [1, 2])
-        self.assertEqual(self.read("g2", "c1"), [1, 2])
-        self.append("c")
-        self.assertEqual(self.read("g2", "c1"), [3])
-        self.assertEqual(self.read("g1", "c1"), [3])
+        await self.append("a", "b")
+        self.assertEqual(await self.read("g1", "c1"), [1, 2])
+        self.assertEqual(await self.read("g2", "c1"), [1, 2])
+        await self.append("c")
+        self.assertEqual(await self.read("g2", "c1"), [3])
+        self.assertEqual(await self.read("g1", "c1"), [3])
 
-    def test_consumersOfOneGroupShare(self) -> None:
+    async def test_consumersOfOneGroupShare(self) -> None:
         """
         Consumers of one group share the entries: none is handed out twice.
         """
-        self.append("a", "b", "c", "d")
-        first = self.read("g", "c1", 2)
-        second = self.read("g", "c2", 10)
+        await self.append("a", "b", "c", "d")
+        first = await self.read("g", "c1", 2)
+        second = await self.read("g", "c2", 10)
         self.assertEqual(first, [1, 2])
         self.assertEqual(second, [3, 4])
-        self.assertEqual(self.read("g", "c1"), [])
+        self.assertEqual(await self.read("g", "c1"), [])
 
-    def test_countLimits(self) -> None:
+    async def test_countLimits(self) -> None:
         """
         At most C{count} entries are handed out per read; the rest wait.
         """
-        self.append("a", "b", "c")
-        self.assertEqual(self.read("g", "c1", 1), [1])
-        self.assertEqual(self.read("g", "c1", 0), [])
-        self.assertEqual(self.read("g", "c1", 5), [2, 3])
-        self.assertEqual(self.read("g", "c1", 5), [])
+        await self.append("a", "b", "c")
+        self.assertEqual(await self.read("g", "c1", 1), [1])
+        self.assertEqual(await self.read("g", "c1", 0), [])
+        self.assertEqual(await self.read("g", "c1", 5), [2, 3])
+        self.assertEqual(await self.read("g", "c1", 5), [])
 
-    def test_ackRemovesPending(self) -> None:
+    async def test_ackRemovesPending(self) -> None:
         """
         Acknowledged entries are no longer pending; ack fires with how many were.
         """
-        self.append("a", "b", "c")
-        self.read("g", "c1")
-        self.assertEqual(self.successResultOf(self.store.ack("g", [1, 3])), 2)
-        self.assertEqual(self.pending("g"), [PendingEntry(2, "c1", 1)])
+        await self.append("a", "b", "c")
+        await self.read("g", "c1")
+        self.assertEqual(await self.store.ack("g", [1, 3]), 2)
+        self.assertEqual(await self.pending("g"), [PendingEntry(2, "c1", 1)])
 
-    def test_ackCountsOnlyPending(self) -> None:
+    async def test_ackCountsOnlyPending(self) -> None:
         """
         Acking entries that are not pending (twice, never read, unknown) counts nothing.
         """
-        self.append("a", "b")
-        self.read("g", "c1", 1)
-        self.assertEqual(self.successResultOf(self.store.ack("g", [1, 1, 2, 99])), 1)
-        self.assertEqual(self.successResultOf(self.store.ack("g", [1])), 0)
+        await self.append("a", "b")
+        await self.read("g", "c1", 1)
+        self.assertEqual(await self.store.ack("g", [1, 1, 2, 99]), 1)
+        self.assertEqual(await self.store.ack("g", [1]), 0)
 
-    def test_ackUnknownGroup(self) -> None:
+    async def test_ackUnknownGroup(self) -> None:
         """
         Acking for a group that does not exist counts nothing and creates nothing.
         """
-        self.append("a")
-        self.assertEqual(self.successResultOf(self.store.ack("nobody", [1])), 0)
-        self.assertEqual(self.pending("nobody"), [])
+        await self.append("a")
+        self.assertEqual(await self.store.ack("nobody", [1]), 0)
+        self.assertEqual(await self.pending("nobody"), [])
         self.assertEqual(self.store.retained, 1)
 
-    def test_pendingListsConsumerAndDeliveries(self) -> None:
+    async def test_pendingListsConsumerAndDeliveries(self) -> None:
         """
         pending lists unacknowledged entries in offset order with consumer and delivery count.
         """
-        self.append("a", "b", "c")
-        self.read("g", "c1", 1)
-        self.read("g", "c2", 2)
+        await self.append("a", "b", "c")
+        await self.read("g", "c1", 1)
+        await self.read("g", "c2", 2)
         self.assertEqual(
-            self.pending("g"),
+            await self.pending("g"),
             [PendingEntry(1, "c1", 1), PendingEntry(2, "c2", 1), PendingEntry(3, "c2", 1)],
         )
-        self.assertEqual(self.pending("other"), [])
+        self.assertEqual(await self.pending("other"), [])
 
-    def test_releaseGivesEntriesBack(self) -> None:
+    async def test_releaseGivesEntriesBack(self) -> None:
         """
         Released entries are handed out again first, in offset order, with deliveries incremented.
         """
-        self.append("a", "b", "c", "d", "e")
-        self.read("g", "c1", 1)  # 1
-        self.read("g", "c2", 1)  # 2
-        self.read("g", "c1", 1)  # 3
-        self.assertEqual(self.successResultOf(self.store.release("g", "c1")), 2)
-        self.assertEqual(self.pending("g"), [PendingEntry(2, "c2", 1)])
-        self.assertEqual(self.read("g", "c3", 3), [1, 3, 4])
+        await self.append("a", "b", "c", "d", "e")
+        await self.read("g", "c1", 1)  # 1
+        await self.read("g", "c2", 1)  # 2
+        await self.read("g", "c1", 1)  # 3
+        self.assertEqual(await self.store.release("g", "c1"), 2)
+        self.assertEqual(await self.pending("g"), [PendingEntry(2, "c2", 1)])
+        self.assertEqual(await self.read("g", "c3", 3), [1, 3, 4])
         self.assertEqual(
-            self.pending("g"),
+            await self.pending("g"),
             [PendingEntry(1, "c3", 2), PendingEntry(2, "c2", 1), PendingEntry(3, "c3", 2), PendingEntry(4, "c3", 1)],
         )
 
-    def test_releasedEntriesLimitedByCount(self) -> None:
+    async def test_releasedEntriesLimitedByCount(self) -> None:
         """
         Redelivery respects count: released entries not handed out wait for the next read.
         """
-        self.append("a", "b", "c")
-        self.read("g", "c1")
-        self.successResultOf(self.store.release("g", "c1"))
-        self.assertEqual(self.read("g", "c2", 2), [1, 2])
-        self.assertEqual(self.read("g", "c3", 2), [3])
+        await self.append("a", "b", "c")
+        await self.read("g", "c1")
+        await self.store.release("g", "c1")
+        self.assertEqual(await self.read("g", "c2", 2), [1, 2])
+        self.assertEqual(await self.read("g", "c3", 2), [3])
 
-    def test_releaseTwiceCountsOnce(self) -> None:
+    async def test_releaseTwiceCountsOnce(self) -> None:
         """
         Releasing a consumer again gives back nothing more.
         """
-        self.append("a")
-        self.read("g", "c1")
-        self.assertEqual(self.successResultOf(self.store.release("g", "c1")), 1)
-        self.assertEqual(self.successResultOf(self.store.release("g", "c1")), 0)
-        self.assertEqual(self.read("g", "c2"), [1])
+        await self.append("a")
+        await self.read("g", "c1")
+        self.assertEqual(await self.store.release("g", "c1"), 1)
+        self.assertEqual(await self.store.release("g", "c1"), 0)
+        self.assertEqual(await self.read("g", "c2"), [1])
 
-    def test_releaseUnknownGroup(self) -> None:
+    async def test_releaseUnknownGroup(self) -> None:
         """
         Releasing in a group that does not exist gives back nothing.
         """
-        self.assertEqual(self.successResultOf(self.store.release("nobody", "c1")), 0)
+        self.assertEqual(await self.store.release("nobody", "c1"), 0)
 
-    def test_releasedEntriesAreKept(self) -> None:
+    async def test_releasedEntriesAreKept(self) -> None:
         """
         Entries released and not yet redelivered are not trimmed.
         """
-        self.append("a", "b")
-        self.read("g", "c1")
-        self.successResultOf(self.store.release("g", "c1"))
-        self.successResultOf(self.store.ack("g", []))
+        await self.append("a", "b")
+        await self.read("g", "c1")
+        await self.store.release("g", "c1")
+        await self.store.ack("g", [])
         self.assertEqual(self.store.retained, 2)
 
-    def test_trimOnlyWhenEveryGroupAcked(self) -> None:
+    async def test_trimOnlyWhenEveryGroupAcked(self) -> None:
         """
         An entry is dropped only once every group has acknowledged it.
         """
-        self.append("a", "b", "c")
-        self.read("g1", "c1")
-        self.read("g2", "c1")
-        self.successResultOf(self.store.ack("g1", [1, 2, 3]))
+        await self.append("a", "b", "c")
+        await self.read("g1", "c1")
+        await self.read("g2", "c1")
+        await self.store.ack("g1", [1, 2, 3])
         self.assertEqual(self.store.retained, 3)
-        self.successResultOf(self.store.ack("g2", [1]))
+        await self.store.ack("g2", [1])
         self.assertEqual(self.store.retained, 2)
-        self.successResultOf(self.store.ack("g2", [2, 3]))
+        await self.store.ack("g2", [2, 3])
         self.assertEqual(self.store.retained, 0)
 
-    def test_trimStopsAtOldestPending(self) -> None:
+    async def test_trimStopsAtOldestPending(self) -> None:
         """
         Acking a later entry does not drop an earlier one still pending.
         """
-        self.append("a", "b", "c")
-        self.read("g", "c1")
-        self.successResultOf(self.store.ack("g", [2, 3]))
+        await self.append("a", "b", "c")
+        await self.read("g", "c1")
+        await self.store.ack("g", [2, 3])
         self.assertEqual(self.store.retained, 3)
-        self.assertEqual(self.pending("g"), [PendingEntry(1, "c1", 1)])
-        self.successResultOf(self.store.ack("g", [1]))
+        self.assertEqual(await self.pending("g"), [PendingEntry(1, "c1", 1)])
+        await self.store.ack("g", [1])
         self.assertEqual(self.store.retained, 0)
 
-    def test_trimKeepsEntriesAGroupHasNotRead(self) -> None:
+    async def test_trimKeepsEntriesAGroupHasNotRead(self) -> None:
         """
         Entries a group has not read yet are kept even when another group acked them.
         """
-        self.append("a", "b")
-        self.read("g2", "c1", 0)  # g2 exists, has read nothing
-        self.read("g1", "c1")
-        self.successResultOf(self.store.ack("g1", [1, 2]))
+        await self.append("a", "b")
+        await self.read("g2", "c1", 0)  # g2 exists, has read nothing
+        await self.read("g1", "c1")
+        await self.store.ack("g1", [1, 2])
         self.assertEqual(self.store.retained, 2)
-        self.assertEqual(self.read("g2", "c1"), [1, 2])
+        self.assertEqual(await self.read("g2", "c1"), [1, 2])
 
-    def test_noGroupNothingTrimmed(self) -> None:
+    async def test_noGroupNothingTrimmed(self) -> None:
         """
         With no group, entries are kept for the first group that comes.
         """
-        self.append("a", "b")
-        self.successResultOf(self.store.ack("g", [1, 2]))
+        await self.append("a", "b")
+        await self.store.ack("g", [1, 2])
         self.assertEqual(self.store.retained, 2)
-        self.assertEqual(self.read("g", "c1"), [1, 2])
+        self.assertEqual(await self.read("g", "c1"), [1, 2])
 
-    def test_offsetsContinueAfterTrim(self) -> None:
+    async def test_offsetsContinueAfterTrim(self) -> None:
         """
         Trimming does not reuse offsets, and later entries are still readable.
         """
-        self.append("a", "b")
-        self.read("g", "c1")
-        self.successResultOf(self.store.ack("g", [1, 2]))
-        self.assertEqual(self.append("c"), [3])
-        self.assertEqual(self.successResultOf(self.store.readGroup("g", "c1", 5)), [Entry(3, "c", "c-c")])
+        await self.append("a", "b")
+        await self.read("g", "c1")
+        await self.store.ack("g", [1, 2])
+        self.assertEqual(await self.append("c"), [3])
+        self.assertEqual(await self.store.readGroup("g", "c1", 5), [Entry(3, "c", "c-c")])
 
-    def test_close(self) -> None:
+    async def test_close(self) -> None:
         """
         close fires with None.
         """
-        self.assertIsNone(self.successResultOf(self.store.close()))
+        self.assertIsNone(await self.store.close())
 
 
-class MemoryStoreTests(StoreConformanceMixin, SynchronousTestCase):
+class MemoryStoreTests(StoreConformanceMixin, TestCase):
     """
     L{MemoryStore} conforms.
     """
@@ -639,7 +648,7 @@ class MemoryStoreTests(StoreConformanceMixin, SynchronousTestCase):
         return MemoryStore(now=self.clock.seconds)
 
 
-class SQLiteStoreTests(StoreConformanceMixin, SynchronousTestCase):
+class SQLiteStoreTests(StoreConformanceMixin, TestCase):
     """
     L{SQLiteStore} conforms (driven inline, without its writer thread).
     """
@@ -649,6 +658,22 @@ class SQLiteStoreTests(StoreConformanceMixin, SynchronousTestCase):
         store = SQLiteStore(self.path, runInline=True, now=self.clock.seconds)
         self.addCleanup(store.close)
         return store
+
+
+class RedisStoreTests(StoreConformanceMixin, TestCase):
+    """
+    L{RedisStore} conforms, against a real redis-server (one for the module,
+    emptied before each test).
+    """
+
+    timeout = 20
+
+    async def makeStore(self) -> RedisStore:
+        server = sharedServer()
+        server.command("FLUSHALL")
+        store = RedisStore(parseRedisURL(server.url), now=self.clock.seconds)
+        self.addCleanup(store.close)
+        return await store.open()
 
 
 class SQLiteDurabilityTests(SynchronousTestCase):

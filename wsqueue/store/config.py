@@ -4,42 +4,95 @@ The C{--store} option: which L{IMessageStore} msgqueue keeps its queue in.
 
   sqlite:PATH   durable, in a SQLite file (the default: ./wsqueue-data/msgqueue.sqlite3)
   memory        in memory only: fast, and lost when msgqueue stops
+  redis://[USER:PASSWORD@]HOST[:PORT][/DB]
+                in Redis, shared by every msgqueue that names it (rediss:// for TLS,
+                verified against --store-ca or the system's CAs;
+                redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTERNAME[/DB] for the
+                master that Redis Sentinel names)
+
+A Redis store must connect before msgqueue listens: wait for L{storeReady}.
 """
 
 from __future__ import annotations
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 
 from wsqueue.store.base import IMessageStore
 from wsqueue.store.memory import MemoryStore
-from wsqueue.store.sqlite import SQLiteStore
+from wsqueue.store.sqlite import SQLiteStore, StoreError
 
 DEFAULT_STORE = "sqlite:./wsqueue-data/msgqueue.sqlite3"
 
 
 def parseStoreSpec(spec: str) -> tuple[str, str | None]:
     """
-    Split a C{--store} value into its kind and path; raise L{ValueError} if it is neither.
+    Split a C{--store} value into its kind and path (for Redis: the whole URL,
+    checked); raise L{ValueError} saying what is wrong.
     """
     if spec == "memory":
         return "memory", None
     kind, sep, path = spec.partition(":")
     if kind == "sqlite" and sep and path:
         return "sqlite", path
-    raise ValueError(f"--store must be 'memory' or 'sqlite:PATH', not {spec!r}")
+    if kind in ("redis", "rediss", "redis+sentinel") and path.startswith("//"):
+        from wsqueue.store.redis import parseRedisURL  # imports txredisapi, which imports the reactor
+
+        parseRedisURL(spec)
+        return "redis", spec
+    raise ValueError(f"--store must be 'memory', 'sqlite:PATH' or a redis:// URL, not {spec!r}")
 
 
-def openStore(spec: str, reactor) -> IMessageStore:
+def openStore(spec: str, reactor, caPath: str | None = None, minReplicas: int = 0) -> IMessageStore:
     """
     Open the store C{spec} names.  A SQLite file is checked first; a damaged or
-    unreadable one raises L{wsqueue.store.sqlite.StoreError}.
+    unreadable one raises L{wsqueue.store.sqlite.StoreError}.  A Redis store is
+    made but not connected: L{storeReady} connects it.
+
+    @param caPath: the CA certificate that a C{rediss://} server's certificate
+        must chain to (the system's CAs when L{None}); only for C{rediss://}.
+    @param minReplicas: for Redis, how many replicas must have each append
+        before it is acknowledged (see L{RedisStore}).
     """
     kind, path = parseStoreSpec(spec)
+    if kind == "redis":
+        return _redisStore(spec, reactor, caPath, minReplicas)
+    if caPath is not None:
+        raise StoreError(f"a CA certificate is only for a rediss:// store, not {spec!r}")
     if kind == "memory":
         return MemoryStore()
     assert path is not None  # parseStoreSpec gives a path for every kind but memory
     return SQLiteStore(path, callFromThread=reactor.callFromThread)
+
+
+def _redisStore(spec: str, reactor, caPath: str | None, minReplicas: int) -> IMessageStore:
+    from wsqueue.store.redis import RedisStore, RedisStoreError, parseRedisURL
+    from wsqueue.tls import TLSConfigurationError, clientCreator
+
+    address = parseRedisURL(spec)
+    if caPath is not None and not address.tls:
+        raise RedisStoreError(f"a CA certificate is only for a rediss:// store, not {address.describe()}")
+    creator = None
+    if address.tls:
+        try:
+            creator = clientCreator(address.host, caPath)
+        except TLSConfigurationError as e:
+            raise RedisStoreError(str(e))
+    return RedisStore(address, reactor=reactor, tlsCreator=creator, minReplicas=minReplicas)
+
+
+def storeReady(store: IMessageStore) -> Deferred[None]:
+    """
+    Fire once C{store} can be used: at once for a memory or SQLite store; once a
+    Redis store has connected and read its epoch, or fail with one
+    L{wsqueue.store.sqlite.StoreError} line ("cannot reach Redis at HOST:PORT:
+    ...").  msgqueue waits for it before it listens.
+    """
+    from wsqueue.store.redis import RedisStore
+
+    if isinstance(store, RedisStore):
+        return store.open().addCallback(lambda _: None)
+    return succeed(None)
 
 
 class StoreService(Service):
