@@ -17,6 +17,7 @@ from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflat
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 
 from wsqueue import tls
@@ -28,6 +29,34 @@ from wsqueue.testing import AcceptingAuthenticator, MemoryServerTransport  # noq
 from wsqueue.tls import clientEndpoint
 
 _certDir: str | None = None
+
+
+def memoryStoreArguments(module) -> list[str]:
+    """
+    C{--store memory} for the plugins that have a store (msgqueue, the all-in-one),
+    so that tests of their options and services write no files.
+    """
+    return ["--store", "memory"] if "store" in module.Options() else []
+
+
+class DaemonOptionsMixin:
+    """
+    For a C{SynchronousTestCase} of the plugins' options and services: a clean
+    environment (defaults must not depend on whoever runs the tests), development
+    certificates in C{certDir}, a L{MemoryReactorClock} in C{reactor}, and
+    L{options} parsing a plugin's arguments as twistd would.
+    """
+
+    def setUp(self) -> None:
+        self.patch(os, "environ", {})
+        self.certDir = self.mktemp()
+        makeDevelopmentCertificates(self.certDir)
+        self.reactor = MemoryReactorClock()
+
+    def options(self, module, *argv: str):
+        options = module.Options()
+        options.parseOptions(["--cert-dir", self.certDir, *memoryStoreArguments(module), *argv])
+        return options
 
 
 def certDir() -> str:

@@ -22,6 +22,7 @@ from wsqueue.broker import FULL_MESSAGE, READ_BATCH, RETRY_MAX, QueueBroker, Ret
 from wsqueue.store.base import Entry
 from wsqueue.store.memory import MemoryStore
 from wsqueue.store.sqlite import SQLiteStore
+from wsqueue.testing import RecordingSender
 
 
 class FakeConsumer:
@@ -45,21 +46,6 @@ class FakeConsumer:
         Every offset delivered, in delivery order.
         """
         return [entry.offset for entries, _ in self.deliveries for entry in entries]
-
-
-class FakePusher:
-    """
-    A C{/pushmsg} connection that records flow-control calls.
-    """
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def pauseProducing(self) -> None:
-        self.calls.append("pause")
-
-    def resumeProducing(self) -> None:
-        self.calls.append("resume")
 
 
 class SlowStore:
@@ -438,12 +424,12 @@ class FlowControlTests(BrokerTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.broker.maxQueued = 3
-        self.pusher = FakePusher()
+        self.pusher = RecordingSender()
         self.broker.addPusher(self.pusher)
 
     def tearDown(self) -> None:
         # A pause still on ends by its time limit.
-        self.clock.advance(self.broker.pauseLimit)
+        self.clock.advance(self.broker.flow.pauseLimit)
         super().tearDown()
 
     def test_pausedWhenFull(self) -> None:
@@ -494,7 +480,7 @@ class FlowControlTests(BrokerTestCase):
         A pusher that connects while the queue is full is paused at once.
         """
         self.push("a", "b", "c")
-        late = FakePusher()
+        late = RecordingSender()
         self.broker.addPusher(late)
         self.assertEqual(late.calls, ["pause"])
 
@@ -766,7 +752,7 @@ class MaintenanceTests(SynchronousTestCase):
         """
         broker = self.broker()
         self.assertIsNone(broker.refusal())
-        self.assertEqual(broker.hardLimit, 1100)
+        self.assertEqual(broker.flow.hardLimit, 1100)
         self.successResultOf(broker.push(messages(*["t"] * 1100)))
         self.assertIn("full", broker.refusal())
         broker.stopping = True
@@ -957,7 +943,7 @@ class BoundedPauseTests(BrokerTestCase):
         super().setUp()
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         self.broker = QueueBroker(self.store, self.clock, maxQueued=10, maxInFlight=100, pauseLimit=5)
-        self.pusher = FakePusher()
+        self.pusher = RecordingSender()
         self.broker.addPusher(self.pusher)
 
     def test_pauseEndsInRefusals(self) -> None:
@@ -973,7 +959,7 @@ class BoundedPauseTests(BrokerTestCase):
         self.assertEqual((self.pusher.calls, self.broker.refusal()), (["pause", "resume"], FULL_MESSAGE))
         [line] = [e for e in self.events if "still full after" in e["log_format"]]
         self.assertEqual((line["limit"], line["retained"], line["resumeAt"]), (5, 10, 9))
-        late = FakePusher()
+        late = RecordingSender()
         self.broker.addPusher(late)
         self.assertEqual(late.calls, [])
         consumer = self.addConsumer("c1", explicitAck=True)
@@ -1034,7 +1020,7 @@ class GroupBacklogTests(SynchronousTestCase):
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         self.broker = QueueBroker(self.store, self.clock, maxQueued=10, maxInFlight=100, maxGroupBacklog=5,
                                   pauseLimit=5)
-        self.pusher = FakePusher()
+        self.pusher = RecordingSender()
         self.broker.addPusher(self.pusher)
 
     def tearDown(self) -> None:
@@ -1171,7 +1157,7 @@ class UnstoredAckTests(SynchronousTestCase):
         clock = Clock()
         store = FailingAcksStore(now=clock.seconds)
         broker = QueueBroker(store, clock, maxQueued=3, maxInFlight=10)
-        pusher = FakePusher()
+        pusher = RecordingSender()
         broker.addPusher(pusher)
         consumer = FakeConsumer("c1", explicitAck=True)
         broker.addConsumer(consumer)

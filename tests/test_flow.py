@@ -8,21 +8,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from wsqueue.flow import FlowGate
-
-
-class RecordingSender:
-    """
-    A sender that records what the gate did to it.
-    """
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def pauseProducing(self) -> None:
-        self.calls.append("pause")
-
-    def resumeProducing(self) -> None:
-        self.calls.append("resume")
+from wsqueue.testing import RecordingSender
 
 
 class RecordingListener:

@@ -24,7 +24,6 @@ from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, S
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.protocols.policies import WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
-from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from wsqueue import tls
@@ -35,7 +34,7 @@ from wsqueue.options import StartupError
 from wsqueue.tap import _common, _listen, allinone, msgqueue, publisher, subscriber
 
 from .daemons import Daemon, freePort
-from .helpers import caPath, certDir, withTimeout
+from .helpers import DaemonOptionsMixin, caPath, certDir, withTimeout
 from .test_tls import handshake
 
 
@@ -204,23 +203,11 @@ class ParseListenerTests(SynchronousTestCase):
         self.assertRefused("tcp:1\\", "lone backslash")
 
 
-class ListenersOfTests(SynchronousTestCase):
+class ListenersOfTests(DaemonOptionsMixin, SynchronousTestCase):
     """
     Tests for L{_listen.listenersOf}, L{_listen.describeAddress}, and the
     daemons' services listening where C{--listen} says.
     """
-
-    def setUp(self) -> None:
-        self.patch(os, "environ", {})
-        self.certDir = self.mktemp()
-        makeDevelopmentCertificates(self.certDir)
-        self.reactor = MemoryReactorClock()
-
-    def options(self, module, *argv: str) -> usage.Options:
-        options = module.Options()
-        store = ["--store", "memory"] if module in (msgqueue, allinone) else []
-        options.parseOptions(["--cert-dir", self.certDir, *store, *argv])
-        return options
 
     def start(self, module, *argv: str):
         service = module.makeService(self.options(module, *argv), reactor=self.reactor)

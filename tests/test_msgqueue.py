@@ -373,9 +373,9 @@ class TapTests(SynchronousTestCase):
         of --ping-interval.
         """
         broker = self.build("--max-queued", "1000", "--ping-interval", "6").broker
-        self.assertEqual((broker.maxGroupBacklog, broker.pauseLimit), (500, 3.0))
+        self.assertEqual((broker.maxGroupBacklog, broker.flow.pauseLimit), (500, 3.0))
         broker = self.build("--max-group-backlog", "7").broker
-        self.assertEqual((broker.maxGroupBacklog, broker.pauseLimit), (7, 10.0))
+        self.assertEqual((broker.maxGroupBacklog, broker.flow.pauseLimit), (7, 10.0))
         self.assertIn("[default: half of --max-queued]", " ".join(msgqueueTap.Options().getUsage().split()))
 
     def test_maintenanceSurvivesStoreFailures(self) -> None:

@@ -24,19 +24,25 @@ from wsqueue.tap import allinone, msgqueue, subscriber
 from .helpers import LINKED, TAPS
 
 
-class OptionsTests(SynchronousTestCase):
+class CleanOptionsMixin:
     """
-    Tests for each daemon's Options.
+    Parses a daemon's options in a clean environment: defaults must not depend on
+    the environment of whoever runs the tests.
     """
 
     def setUp(self) -> None:
-        # Defaults must not depend on the environment of whoever runs the tests.
         self.patch(os, "environ", {})
 
     def parse(self, module, *argv: str) -> usage.Options:
         options = module.Options()
         options.parseOptions(list(argv))
         return options
+
+
+class OptionsTests(CleanOptionsMixin, SynchronousTestCase):
+    """
+    Tests for each daemon's Options.
+    """
 
     def test_serverDefaults(self) -> None:
         """
@@ -178,19 +184,11 @@ class OptionsTests(SynchronousTestCase):
             self.assertRaises(usage.UsageError, self.parse, subscriber, "--group", group)
 
 
-class ListenOptionTests(SynchronousTestCase):
+class ListenOptionTests(CleanOptionsMixin, SynchronousTestCase):
     """
     (#9, item 8) C{--listen DESCRIPTION}: Twisted endpoint descriptions instead of
     C{--port}/C{--interface}.
     """
-
-    def setUp(self) -> None:
-        self.patch(os, "environ", {})
-
-    def parse(self, module, *argv: str) -> usage.Options:
-        options = module.Options()
-        options.parseOptions(list(argv))
-        return options
 
     def test_default(self) -> None:
         """
@@ -332,18 +330,13 @@ class HelpTests(SynchronousTestCase):
         self.assertIn("no --msgqueue-listen", text)
 
 
-class AllInOneOptionsTests(SynchronousTestCase):
+class AllInOneOptionsTests(CleanOptionsMixin, SynchronousTestCase):
     """
     Tests for the all-in-one daemon's Options.
     """
 
-    def setUp(self) -> None:
-        self.patch(os, "environ", {})
-
-    def parse(self, *argv: str) -> allinone.Options:
-        options = allinone.Options()
-        options.parseOptions(list(argv))
-        return options
+    def parse(self, *argv: str) -> allinone.Options:  # type: ignore[override]
+        return super().parse(allinone, *argv)
 
     def test_defaults(self) -> None:
         """

@@ -221,7 +221,7 @@ class ForwarderTests(TestCase):
         """
         self.submit(10)
         self.assertTrue(self.client.paused)
-        self.clock.advance(self.forwarder.pauseLimit - 0.1)
+        self.clock.advance(self.forwarder.flow.pauseLimit - 0.1)
         self.assertTrue(self.client.paused)
         self.clock.advance(0.1)
         self.assertFalse(self.client.paused)
@@ -293,10 +293,10 @@ class ForwarderTests(TestCase):
         Past the overshoot a message is refused with an Error carrying its Id, never
         dropped silently.
         """
-        results = self.submit(self.forwarder.hardLimit + 1)
-        self.assertEqual(results[:-1], [None] * self.forwarder.hardLimit)
+        results = self.submit(self.forwarder.flow.hardLimit + 1)
+        self.assertEqual(results[:-1], [None] * self.forwarder.flow.hardLimit)
         self.assertIn("buffer is full", results[-1].reason)
-        self.assertEqual(results[-1].id, self.forwarder.hardLimit)
+        self.assertEqual(results[-1].id, self.forwarder.flow.hardLimit)
 
     def test_refusesWhileStopping(self) -> None:
         """

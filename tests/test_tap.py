@@ -32,7 +32,7 @@ from wsqueue.certs import makeDevelopmentCertificates
 from wsqueue.server import Limits
 from wsqueue.tap import _common, allinone, msgqueue, publisher, subscriber
 
-from .helpers import LINKED, TAPS
+from .helpers import LINKED, TAPS, DaemonOptionsMixin, memoryStoreArguments
 
 
 class PluginTests(SynchronousTestCase):
@@ -66,21 +66,10 @@ class PluginTests(SynchronousTestCase):
             self.assertEqual(plugins[tapname].makeService, module.makeService)
 
 
-class MakeServiceTests(SynchronousTestCase):
+class MakeServiceTests(DaemonOptionsMixin, SynchronousTestCase):
     """
     Tests for each daemon's makeService over a L{MemoryReactorClock}.
     """
-
-    def setUp(self) -> None:
-        self.patch(os, "environ", {})
-        self.certDir = self.mktemp()
-        makeDevelopmentCertificates(self.certDir)
-        self.reactor = MemoryReactorClock()
-
-    def options(self, module, *argv: str) -> usage.Options:
-        options = module.Options()
-        options.parseOptions(["--cert-dir", self.certDir, *_memoryStore(module), *argv])
-        return options
 
     def start(self, module, *argv: str):
         """
@@ -173,7 +162,7 @@ class MakeServiceTests(SynchronousTestCase):
         )
         self.assertEqual(service.link.url, f"wss://127.0.0.1:9000/pushmsg?producer={service.owner.producerName}")
         self.assertEqual(service.link.factory.headers["Authorization"], basicHeader("alice", "pw"))
-        self.assertEqual(service.owner.maxBuffered, 50)
+        self.assertEqual(service.owner.flow.limit, 50)
         self.assertEqual(service.factory.maxMessagePayloadSize, 1048576)
         self.assertEqual([(host, port) for host, port, *_ in self.reactor.tcpClients], [("127.0.0.1", 9000)])
 
@@ -373,15 +362,8 @@ class DaemonServiceTests(SynchronousTestCase):
 def _optionsFor(module, folder: str):
     makeDevelopmentCertificates(folder)
     options = module.Options()
-    options.parseOptions(["--cert-dir", folder, "--port", "0", *_memoryStore(module)])
+    options.parseOptions(["--cert-dir", folder, "--port", "0", *memoryStoreArguments(module)])
     return options
-
-
-def _memoryStore(module) -> list[str]:
-    """
-    C{--store memory} for the plugins that have a store, so these tests write no files.
-    """
-    return ["--store", "memory"] if module in (msgqueue, allinone) else []
 
 
 class SubscriberOptionsTests(SynchronousTestCase):

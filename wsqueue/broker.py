@@ -97,11 +97,12 @@ class QueueBroker:
     @ivar maxQueued: when the store holds this many entries, every pusher is paused
         (TCP flow control) until consumers have made 10 % room, for at most
         C{pauseLimit} seconds: after that pushers are read again and their messages
-        refused with an Error until there is room.  Past L{hardLimit} (what was
-        already read when the pause began) pushes are refused too.
-    @ivar pauseLimit: the longest a pusher stays paused.  A paused connection cannot
-        answer the pusher's pings, so this must stay below the ping interval, or the
-        pusher drops the link and its clients never hear why (msgqueue's tap passes
+        refused with an Error until there is room.  Past the gate's C{hardLimit} (what
+        was already read when the pause began) pushes are refused too.
+    @ivar flow: the gate that applies that rule (L{wsqueue.flow.FlowGate}); its
+        C{pauseLimit}, the longest a pusher stays paused, must stay below the ping
+        interval: a paused connection cannot answer the pusher's pings, so a longer
+        pause drops the link and its clients never hear why (msgqueue's tap passes
         half of C{--ping-interval}).
     @ivar maxGroupBacklog: the most unacknowledged entries a group without a
         connected consumer keeps; past it its oldest are dropped, logged and counted
@@ -191,14 +192,6 @@ class QueueBroker:
         self.flow.limit = limit
 
     @property
-    def pauseLimit(self) -> float:
-        return self.flow.pauseLimit
-
-    @property
-    def hardLimit(self) -> int:
-        return self.flow.hardLimit
-
-    @property
     def full(self) -> bool:
         return self.store.retained >= self.maxQueued
 
@@ -257,7 +250,7 @@ class QueueBroker:
     def flowPaused(self, level: int, senders: int) -> None:
         self.log.warn(
             "queue full ({retained} messages): pausing {pushers} pusher(s) for at most {limit} s",
-            retained=level, pushers=senders, limit=self.pauseLimit,
+            retained=level, pushers=senders, limit=self.flow.pauseLimit,
         )
         # An absent group may be what fills the queue: do not wait for maintenance.
         self._trimBacklogs()
@@ -268,7 +261,7 @@ class QueueBroker:
         self.log.warn(
             "queue still full after {limit} s ({retained} messages): refusing pushes with an Error until it "
             "holds {resumeAt} or fewer",
-            limit=self.pauseLimit, retained=level, resumeAt=self.resumeAt,
+            limit=self.flow.pauseLimit, retained=level, resumeAt=self.resumeAt,
         )
 
     def flowReopened(self, level: int, senders: int, wasPaused: bool) -> None:

@@ -63,6 +63,9 @@ class Forwarder(LinkOwner):
     @ivar producerName: this process's name towards msgqueue's de-duplication.
     @ivar batchBytes: the most bytes one frame to msgqueue carries; it must stay
         within msgqueue's C{--max-message-size} (a bigger message goes alone).
+    @ivar flow: pauses publishing clients at C{maxBuffered} held messages, for at
+        most C{pauseLimit} seconds, then refuses their messages until msgqueue has
+        taken half (L{wsqueue.flow.FlowGate}).
     """
 
     log = Logger()
@@ -87,18 +90,6 @@ class Forwarder(LinkOwner):
     @property
     def held(self) -> int:
         return len(self._unsent) + len(self._inFlight)
-
-    @property
-    def maxBuffered(self) -> int:
-        return self.flow.limit
-
-    @property
-    def pauseLimit(self) -> float:
-        return self.flow.pauseLimit
-
-    @property
-    def hardLimit(self) -> int:
-        return self.flow.hardLimit
 
     # -- clients ---------------------------------------------------------------
 
@@ -138,7 +129,7 @@ class Forwarder(LinkOwner):
         self.log.warn(
             "msgqueue took nothing for {limit} s ({held} message(s) held): refusing new messages with an Error "
             "until it catches up; resuming {count} publishing client(s)",
-            limit=self.pauseLimit, held=level, count=senders,
+            limit=self.flow.pauseLimit, held=level, count=senders,
         )
 
     def flowReopened(self, level: int, senders: int, wasPaused: bool) -> None:

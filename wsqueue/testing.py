@@ -6,7 +6,8 @@ C{treq.testing} lets one test code that uses treq.
 Two kinds of help:
 
   - B{Fakes} for a stage's logic on its own: L{RecordingLink} (a stage's open link
-    to msgqueue), L{RecordingPublishClient} (a client of the publisher's
+    to msgqueue), L{RecordingSender} (a sender under flow control),
+    L{RecordingPublishClient} (a client of the publisher's
     L{wsqueue.publisher.Forwarder}), L{RecordingSubscriber} (a client of the
     subscriber's L{wsqueue.subscriber.QueueReader}), L{AcceptingAuthenticator} and
     L{MemoryServerTransport} (a server protocol driven by hand).
@@ -135,6 +136,24 @@ class RecordingLink:
         The frames sent, decoded from JSON.
         """
         return [json.loads(payload) for payload in self.sent]
+
+
+class RecordingSender:
+    """
+    Stands in for a sender under flow control (a C{/pushmsg} connection of msgqueue,
+    any L{wsqueue.flow.Pausable}): records each pause and resume.
+
+    @ivar calls: C{"pause"} and C{"resume"}, in order.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def pauseProducing(self) -> None:
+        self.calls.append("pause")
+
+    def resumeProducing(self) -> None:
+        self.calls.append("resume")
 
 
 class RecordingPublishClient:
