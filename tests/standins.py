@@ -6,12 +6,14 @@ msgqueue answers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
 from wsqueue import wire
 from wsqueue.auth import makeAuthenticator
-from wsqueue.link import QueueLink
+from wsqueue.link import QueueLink, QueueTarget
 from wsqueue.server import EndpointHandler, Limits, StageServerFactory
 from wsqueue.tls import clientEndpoint
 
@@ -106,15 +108,22 @@ class StandInQueue:
 
 def startLink(
     testCase: TestCase, port: int, path: str, owner, user: str = "hello", password: str = "test", retryPolicy=None,
-    startDelay: float = 0.0,
+    startDelay: float = 0.0, alternatives: Sequence[int] = (),
 ) -> QueueLink:
     """
-    A running L{QueueLink} from C{owner} to a msgqueue on C{port}, retrying quickly,
-    stopped when the test ends.
+    A running L{QueueLink} from C{owner} to a msgqueue on C{port} (or, failing
+    over, on one of the C{alternatives} ports), retrying quickly, stopped when the
+    test ends.
     """
-    url = f"wss://localhost:{port}"
-    link = QueueLink(reactor, clientEndpoint(reactor, url, caPath()), url + path, user, password, owner, Limits(),
-                     retryPolicy=retryPolicy or (lambda attempt: 0.05), startDelay=startDelay)
+
+    def target(port: int) -> QueueTarget:
+        url = f"wss://localhost:{port}"
+        return QueueTarget(clientEndpoint(reactor, url, caPath()), url + path)
+
+    first = target(port)
+    link = QueueLink(reactor, first.endpoint, first.url, user, password, owner, Limits(),
+                     retryPolicy=retryPolicy or (lambda attempt: 0.05), startDelay=startDelay,
+                     alternatives=[target(other) for other in alternatives])
     link.startService()
     testCase.addCleanup(link.stopService)
     return link

@@ -1090,6 +1090,11 @@ class BrokenStore(MemoryStore):
             return fail(OSError("disk I/O error"))
         return super().trimGroupBacklog(maxBacklog, active)
 
+    def release(self, group, consumer):
+        if self.broken:
+            return fail(OSError("disk I/O error"))
+        return super().release(group, consumer)
+
 
 class MaintenanceFailureTests(SynchronousTestCase):
     """
@@ -1108,6 +1113,22 @@ class MaintenanceFailureTests(SynchronousTestCase):
             self.successResultOf(ensureDeferred(broker.maintain()))
         errors = [e for e in events if e["log_level"] == LogLevel.error]
         self.assertEqual([e["error"] for e in errors], ["OSError: disk I/O error"])
+        clock.advance(10)
+
+    def test_failedReleaseLogged(self) -> None:
+        """
+        A consumer that leaves while the store cannot give its entries back (Redis
+        away, a full disk) is logged, not an unhandled error: the entries come back
+        after the ack wait instead.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        clock = Clock()
+        broker = QueueBroker(BrokenStore(), clock)
+        consumer = FakeConsumer("c1", explicitAck=True)
+        broker.addConsumer(consumer)
+        self.assertEqual(self.successResultOf(broker.removeConsumer(consumer)), 0)
+        [line] = [e for e in events if "giving back" in e["log_format"]]
+        self.assertEqual((line["consumer"], line["error"]), ("c1", "OSError: disk I/O error"))
         clock.advance(10)
 
     def test_timerKeepsRunning(self) -> None:

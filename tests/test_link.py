@@ -1,5 +1,6 @@
 """
-The stage-to-stage link: what it logs while msgqueue cannot be reached.
+The stage-to-stage link: what it logs while msgqueue cannot be reached, and how it
+fails over between msgqueue daemons (#10, item 3).
 """
 
 from __future__ import annotations
@@ -74,3 +75,50 @@ class FailingLinkLogTests(TestCase):
         opened = [t for t in self.texts(events) if "open (after" in t]
         self.assertEqual(len(opened), 1, opened)
         self.assertEqual(link.failedAttempts, 0)
+
+
+class FailoverTests(TestCase):
+    """
+    (#10, item 3) A link given several msgqueue daemons keeps one link, to the
+    first it can reach, and moves to the next when that one is lost.
+    """
+
+    timeout = 20
+
+    async def test_firstReachable(self) -> None:
+        """
+        A msgqueue that cannot be reached is passed over for the next one.
+        """
+        second = StandInQueue(self)
+        port = second.listen()
+        link = startLink(self, freePort(), "/popmsg", _Owner(), alternatives=[port])
+        await waitFor(lambda: link.protocol is not None, what="the link to the second msgqueue")
+        self.assertEqual(link.url, f"wss://localhost:{port}/popmsg")
+        self.assertEqual(len(second.poppers), 1)
+
+    async def test_lostMovesToNext(self) -> None:
+        """
+        A link that is lost opens next to the following msgqueue, round the list,
+        even while the one it lost still accepts connections.
+        """
+        first, second = StandInQueue(self), StandInQueue(self)
+        link = startLink(self, first.listen(), "/popmsg", _Owner(), alternatives=[second.listen()])
+        await waitFor(lambda: link.protocol is not None and first.poppers, what="the link to the first")
+        first.dropAll()
+        await waitFor(lambda: second.poppers, what="the link to move to the second")
+        await waitFor(lambda: link.protocol is not None, what="the link open again")
+        self.assertEqual(link.url, f"wss://localhost:{second.port}/popmsg")
+        second.dropAll()
+        await waitFor(lambda: len(first.poppers) == 2, what="the link back on the first")
+        self.assertEqual(len(second.poppers), 1)
+
+    async def test_singleStaysPut(self) -> None:
+        """
+        With one msgqueue, a lost link goes back to it.
+        """
+        queue = StandInQueue(self)
+        link = startLink(self, queue.listen(), "/popmsg", _Owner())
+        await waitFor(lambda: link.protocol is not None, what="the link")
+        queue.dropAll()
+        await waitFor(lambda: len(queue.poppers) == 2, what="the link back")
+        self.assertEqual(link.url, f"wss://localhost:{queue.port}/popmsg")

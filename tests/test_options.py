@@ -69,6 +69,18 @@ class OptionsTests(CleanOptionsMixin, SynchronousTestCase):
             self.assertFalse(options["insecure"])
             self.assertIsNone(options["ca"])
 
+    def test_severalQueues(self) -> None:
+        """
+        (#10, item 3) --queue may be given more than once: the link tries each in
+        order; a bad URL among them is refused.
+        """
+        for tapname, module in LINKED.items():
+            options = self.parse(module, "--queue", "wss://mq1:8080", "--queue", "wss://mq2:8080")
+            self.assertEqual(options["queues"], ["wss://mq1:8080", "wss://mq2:8080"], tapname)
+            self.assertEqual(options["queue"], "wss://mq1:8080")
+            with self.assertRaises(usage.UsageError):
+                self.parse(module, "--queue", "wss://mq1:8080", "--queue", "http://mq2")
+
     def test_msgqueueDefaults(self) -> None:
         """
         msgqueue holds 100000 messages and 1000 unacknowledged per consumer.

@@ -49,6 +49,23 @@ class ReadyFileTests(SynchronousTestCase):
         self.assertEqual(readEvents(self.path)[0], {"event": "listening", "stage": "publisher",
                                                     "host": "127.0.0.1", "port": 8081})
 
+    def test_linkToAnyOfSeveral(self) -> None:
+        """
+        (#10) A link that may go to any of several msgqueue daemons counts as up
+        once it opened to one of them; a Redis store must be open too.
+        """
+        self.ready.expectLink("wss://mq1/popmsg", "wss://mq2/popmsg")
+        self.ready.expectLink("wss://mq1/pushmsg", "wss://mq2/pushmsg")
+        self.ready.expectStore()
+        self.ready.linkOpened("wss://mq2/popmsg")
+        self.ready.linkOpened("wss://mq2/popmsg")
+        self.assertFalse(self.ready.isReady)
+        self.ready.linkOpened("wss://mq1/pushmsg")
+        self.assertFalse(self.ready.isReady)
+        self.ready.storeOpened("redis://r:6379/0")
+        self.assertEqual(readEvents(self.path)[-2:], [{"event": "store-open", "store": "redis://r:6379/0"},
+                                                     {"event": "ready"}])
+
     def test_listenerKinds(self) -> None:
         """
         (#9, item 8) A TLS listener on TCP is reported as before (host and port); one

@@ -17,13 +17,14 @@ import signal
 from twisted.application.service import IService, IServiceMaker, Service
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import CannotListenError, ConnectionRefusedError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.plugin import getPlugins
 from twisted.python import usage
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from wsqueue.auth import basicHeader, writeCredentialsFile
@@ -173,6 +174,26 @@ class MakeServiceTests(DaemonOptionsMixin, SynchronousTestCase):
         service = self.start(subscriber, "--queue", "wss://127.0.0.1:9000/", "--group", "a/b&c")
         self.assertEqual(service.link.url, "wss://127.0.0.1:9000/popmsg?group=a%2Fb%26c&ack=explicit&batch=1")
         self.assertEqual([(host, port) for host, port, *_ in self.reactor.tcpClients], [("127.0.0.1", 9000)])
+
+    def test_linkFailsOver(self) -> None:
+        """
+        (#10, item 3) Several --queue: the link targets each, first to last, on the
+        same path; it connects to the first first, and to the second once the first
+        cannot be reached.
+        """
+        service = self.start(subscriber, "--queue", "wss://127.0.0.1:9000", "--queue", "wss://127.0.0.1:9001/",
+                             "--group", "g")
+        self.assertEqual([target.url for target in service.link.targets], [
+            "wss://127.0.0.1:9000/popmsg?group=g&ack=explicit&batch=1",
+            "wss://127.0.0.1:9001/popmsg?group=g&ack=explicit&batch=1",
+        ])
+        self.assertEqual([(host, port) for host, port, *_ in self.reactor.tcpClients], [("127.0.0.1", 9000)])
+        _, _, factory, _, _ = self.reactor.tcpClients[0]
+        factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+        self.reactor.advance(10)  # the endpoint gives up, then the link waits before retrying
+        self.reactor.advance(10)
+        self.assertEqual([port for _, port, *_ in self.reactor.tcpClients], [9000, 9001])
+        self.assertEqual(service.link.url, "wss://127.0.0.1:9001/popmsg?group=g&ack=explicit&batch=1")
 
     def test_allInOne(self) -> None:
         """

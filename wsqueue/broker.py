@@ -153,6 +153,9 @@ class QueueBroker:
         self._dispatching = False
         self._dispatchAgain = False
         self._retryDelay: float | None = None
+        # The highest offset this broker appended: a shared store's notification of
+        # an append up to it is one this broker's own dispatch already covers.
+        self._lastAppended = 0
         self._dispatchFailures = 0
         # Groups where a consumer holding entries read nothing: an entry may be
         # waiting for a consumer that holds nothing (see ISOLATE_AFTER).
@@ -239,8 +242,19 @@ class QueueBroker:
         return d
 
     def _appended(self, offsets: list[int | None]) -> list[int | None]:
+        self._lastAppended = max([self._lastAppended, *(offset for offset in offsets if offset is not None)])
         self._updatePause()
         return offsets
+
+    def entriesAppended(self, upTo: int | None) -> None:
+        """
+        A store shared by several msgqueue daemons (Redis) says that entries up to
+        offset C{upTo} were appended, by any of them (L{None}: perhaps some, while
+        its notifications were down): serve waiting consumers now, without polling.
+        An append of this broker's own is already being served.
+        """
+        if upTo is None or upTo > self._lastAppended:
+            self._scheduleDispatch()
 
     def _updatePause(self) -> None:
         self.flow.update(self.store.retained)
@@ -289,12 +303,21 @@ class QueueBroker:
             del self._consumers[consumer.group]
         d = self.store.release(consumer.group, consumer.name)
         d.addCallback(self._released)
+        d.addErrback(self._releaseFailed, consumer)
         return d
 
     def _released(self, count: int) -> int:
         if count:
             self._scheduleDispatch()
         return count
+
+    def _releaseFailed(self, failure: Failure, consumer: Consumer) -> int:
+        # Not lost: what it held goes back to the group after the ack wait instead.
+        self.storeErrors.emit(
+            "giving back what consumer {consumer} of group {group} held failed: {error}; it goes back after "
+            "the ack wait", consumer=consumer.name, group=consumer.group, error=describe(failure),
+        )
+        return 0
 
     def ack(self, consumer: Consumer, upTo: int) -> Deferred[int] | None:
         """

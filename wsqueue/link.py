@@ -13,7 +13,8 @@ connection's later loss has no transition in L{ClientService}'s state machine.)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
@@ -216,20 +217,45 @@ class LinkProtocol(ClientConnection):
         self.factory.link._closed(self, code, reason)
 
 
+@dataclass(frozen=True)
+class QueueTarget:
+    """
+    One msgqueue a link may connect to: the URL of its endpoint (path and query
+    included) and how to reach it.
+    """
+
+    endpoint: IStreamClientEndpoint
+    url: str
+
+
 @implementer(IStreamClientEndpoint)
 class _ReportingEndpoint:
     """
-    Logs why a connection attempt failed (L{ClientService} only says it will retry).
+    Connects to the link's current msgqueue (L{QueueLink.target}) and logs why an
+    attempt failed (L{ClientService} only says it will retry).
     """
 
-    def __init__(self, endpoint: IStreamClientEndpoint, link: QueueLink) -> None:
-        self._endpoint = endpoint
+    def __init__(self, link: QueueLink) -> None:
         self._link = link
 
     def connect(self, factory):
-        d = self._endpoint.connect(factory)
+        target = self._link.target
+        _aimAt(factory, target.url)
+        d = target.endpoint.connect(factory)
         d.addErrback(self._link._attemptFailed)
         return d
+
+
+def _aimAt(factory: WebSocketClientFactory, url: str) -> None:
+    """
+    Make C{factory}'s next connection open the WebSocket at C{url} (its Host
+    header, path and query), keeping every other session parameter.
+    """
+    if factory.url != url:
+        factory.setSessionParameters(
+            url, origin=factory.origin, protocols=factory.protocols, useragent=factory.useragent,
+            headers=factory.headers, proxy=factory.proxy,
+        )
 
 
 class LinkObserver(Protocol):
@@ -255,7 +281,13 @@ class QueueLink(Service):
     """
     A WebSocket to msgqueue that reconnects by itself.
 
+    Given C{alternatives} (more msgqueue daemons serving the same queue, on a
+    shared store), it keeps one link, to the first it can reach: an attempt that
+    fails, a handshake that is refused and a link that is lost each make it try
+    the next one in order next time (round the list, with the usual backoff).
+
     @ivar protocol: the open link, or L{None} while msgqueue is away.
+    @ivar targets: the msgqueue daemons it may link to, in the order it tries them.
     """
 
     log = Logger()
@@ -272,8 +304,10 @@ class QueueLink(Service):
         retryPolicy: RetryPolicy | None = None,
         startDelay: float = 0.0,
         observer: LinkObserver | None = None,
+        alternatives: Sequence[QueueTarget] = (),
     ) -> None:
-        self.url = url
+        self.targets = [QueueTarget(endpoint, url), *alternatives]
+        self._current = 0
         self.observer = observer
         self.reactor = reactor
         self.startDelay = startDelay
@@ -293,11 +327,30 @@ class QueueLink(Service):
         # Quiet: the link logs its failures itself, summarised, instead of one more
         # line per attempt forever (tests.test_link checks on a real retry).
         self._client = QuietClientService(
-            _ReportingEndpoint(endpoint, self),
+            _ReportingEndpoint(self),
             factory,
             retryPolicy=lambda attempt: policy(attempt + self.failedHandshakes),
             clock=reactor,
         )
+
+    @property
+    def target(self) -> QueueTarget:
+        """
+        The msgqueue this link is (or will next be) connected to.
+        """
+        return self.targets[self._current]
+
+    @property
+    def url(self) -> str:
+        return self.target.url
+
+    def _moveOn(self) -> None:
+        """
+        Try the next msgqueue next time (round the list), if there are several.
+        """
+        if len(self.targets) > 1 and self.running:
+            self._current = (self._current + 1) % len(self.targets)
+            self.log.info("trying msgqueue at {url} next", url=self.url)
 
     def _attemptFailed(self, failure: Failure) -> Failure:
         if not self.running:
@@ -305,6 +358,7 @@ class QueueLink(Service):
         self.failedAttempts += 1
         self._failures.emit("cannot reach msgqueue at {url}: {reason}; retrying", url=self.url,
                             reason=failure.getErrorMessage())
+        self._moveOn()
         return failure
 
     def _handshakeFailed(self, failure: HandshakeFailed) -> None:
@@ -319,6 +373,7 @@ class QueueLink(Service):
         else:
             self._failures.emit("cannot open the link to msgqueue at {url}: {reason}; retrying", url=self.url,
                                 reason=str(failure))
+        self._moveOn()
 
     def _opened(self, protocol: LinkProtocol) -> None:
         self.failedHandshakes = 0
@@ -344,6 +399,7 @@ class QueueLink(Service):
         if self.observer is not None:
             self.observer.linkClosed(self.url)
         self.owner.linkClosed(protocol)
+        self._moveOn()
 
     def startService(self) -> None:
         super().startService()

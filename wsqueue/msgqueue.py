@@ -25,6 +25,7 @@ documents each one ("Between the stages"); this module only decides when to send
 from __future__ import annotations
 
 import itertools
+import uuid
 
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.interfaces import IPushProducer
@@ -38,6 +39,10 @@ from wsqueue.server import EndpointHandler, StageServerFactory, StageServerProto
 from wsqueue.store.base import Entry
 
 _consumerNumbers = itertools.count(1)
+DAEMON_NAME = uuid.uuid4().hex[:12]
+"""This process's part of its consumers' names: msgqueue daemons sharing a store
+(Redis) must never give two consumers the same name, or one's departure would give
+back the other's entries."""
 
 BATCH_FRAME_BYTES = 32 * 1024
 """About how much one batch frame to a C{batch=1} consumer carries, as estimated by
@@ -158,7 +163,7 @@ class PopHandler(EndpointHandler):
         if batch not in ("0", "1"):
             raise ConnectionDeny(400, 'batch must be "0" or "1"')
         self.batch = batch == "1"
-        self.name = f"{connection.peer}#{next(_consumerNumbers)}"
+        self.name = f"{DAEMON_NAME}/{connection.peer}#{next(_consumerNumbers)}"
         self.writable = True
 
     def opened(self) -> None:

@@ -18,7 +18,7 @@ from twisted.python import usage
 
 from wsqueue.auth import DEMO_PASSWORD, DEMO_USER, BasicAuthenticator, CredentialsFileError, makeAuthenticator
 from wsqueue.connection import Limits
-from wsqueue.link import QueueLink
+from wsqueue.link import QueueLink, QueueTarget
 from wsqueue.readiness import readyFileOf
 from wsqueue.tls import TLSConfigurationError, clientEndpoint, defaultCAPath, defaultCertDir, parseURL
 
@@ -36,6 +36,13 @@ def _positiveInt(value: str) -> int:
     number = int(value)
     if number <= 0:
         raise ValueError("must be a positive integer")
+    return number
+
+
+def _nonNegativeInt(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be 0 or more")
     return number
 
 
@@ -157,13 +164,15 @@ class ServerOptions(usage.Options):
         return Limits(maxMessageSize=self["max-message-size"], pingInterval=self["ping-interval"])
 
 
+DEFAULT_QUEUE = "wss://localhost:8080"
+
+
 class LinkOptions(usage.Options):
     """
     Options of a stage that connects to msgqueue (publisher, subscriber).
     """
 
     optParameters: OptionTable = [
-        ["queue", None, "wss://localhost:8080", "msgqueue's wss:// URL."],
         ["queue-user", None, None, f"User for msgqueue [default: $WSQUEUE_QUEUE_USER, else {DEMO_USER}]."],
         ["queue-password", None, None, "Password for msgqueue [default: $WSQUEUE_QUEUE_PASSWORD, else the demo password]."],
         ["ca", None, None, "CA certificate to verify msgqueue against [default: <cert-dir>/ca.crt when it exists, else the system's]."],
@@ -172,11 +181,22 @@ class LinkOptions(usage.Options):
         ["insecure", None, "Do not verify msgqueue's certificate (as the Go system did; logged as a warning)."],
     ]
 
-    def postOptions(self) -> None:
+    def opt_queue(self, url: str) -> None:
         try:
-            parseURL(self["queue"])
+            parseURL(url)
         except ValueError as e:
             raise usage.UsageError(f"--queue: {e}")
+        self.setdefault("queues", []).append(url)
+
+    opt_queue.__doc__ = (
+        f"msgqueue's wss:// URL [default: {DEFAULT_QUEUE}]. Give it more than once for msgqueue daemons "
+        "sharing one Redis store: the link goes to the first it can reach, and to the next when it is lost."
+    )
+
+    def postOptions(self) -> None:
+        self["queues"] = self.get("queues") or [DEFAULT_QUEUE]
+        # The first, as before --queue could be repeated (the all-in-one sets it).
+        self["queue"] = self["queues"][0]
         if self["queue-user"] is None:
             self["queue-user"] = os.environ.get("WSQUEUE_QUEUE_USER", DEMO_USER)
         if self["queue-password"] is None:
@@ -353,13 +373,20 @@ def buildLink(options, reactor, path: str, owner, log, retryPolicy=None, startDe
     if options["insecure"]:
         log.warn("--insecure: msgqueue's certificate is NOT verified")
     try:
-        endpoint = clientEndpoint(reactor, options["queue"], caPath, options["insecure"], options.get("queue-address"))
+        targets = [
+            QueueTarget(
+                clientEndpoint(reactor, queue, caPath, options["insecure"], options.get("queue-address")),
+                queue.rstrip("/") + path,
+            )
+            for queue in options["queues"]
+        ]
     except TLSConfigurationError as e:
         raise StartupError(str(e))
-    url = options["queue"].rstrip("/") + path
     ready = readyFileOf(options)
-    ready.expectLink(url)
+    ready.expectLink(*(target.url for target in targets))
+    first, *alternatives = targets
     return QueueLink(
-        reactor, endpoint, url, options["queue-user"], options["queue-password"],
+        reactor, first.endpoint, first.url, options["queue-user"], options["queue-password"],
         owner, options.limits(), retryPolicy=retryPolicy, startDelay=startDelay, observer=ready,
+        alternatives=alternatives,
     )

@@ -12,7 +12,9 @@ state changes:
     {"event": "listening", "stage": "publisher", "host": "10.0.0.5", "port": 9000, "tls": false}
     {"event": "listening", "stage": "publisher", "path": "/run/wsqueue/publisher.sock", "tls": false}
     {"event": "link-open", "url": "wss://localhost:8080/pushmsg?producer=..."}
-    {"event": "ready"}                   once every listener listens and every link has opened once
+    {"event": "store-open", "store": "redis://127.0.0.1:6379/0"}   msgqueue on a Redis store
+    {"event": "ready"}                   once every listener listens, every link has opened once
+                                         and the store (Redis) is usable
     {"event": "link-closed", "url": "..."}
 
 A file, a named pipe, or an inherited descriptor (C{/dev/fd/3}, as the tests use)
@@ -47,9 +49,11 @@ class ReadyFile:
         self.path = path
         self._fd: int | None = None
         self._listenersExpected = 0
-        self._linksExpected: set[str] = set()
+        self._linksExpected: list[frozenset[str]] = []
         self._listening = 0
         self._linked: set[str] = set()
+        self._storesExpected = 0
+        self._storesOpen = 0
         self.isReady = False
         self._broken = False
 
@@ -59,11 +63,28 @@ class ReadyFile:
         """
         self._listenersExpected += 1
 
-    def expectLink(self, url: str) -> None:
+    def expectLink(self, url: str, *alternatives: str) -> None:
         """
-        The link to C{url} must have opened once before the daemon is ready.
+        The link to C{url} (or, for a link that may go to any of several msgqueue
+        daemons, to one of C{alternatives}) must have opened once before the
+        daemon is ready.
         """
-        self._linksExpected.add(url)
+        self._linksExpected.append(frozenset((url, *alternatives)))
+
+    def expectStore(self) -> None:
+        """
+        A store that connects after start-up (Redis) must be usable before the
+        daemon is ready.
+        """
+        self._storesExpected += 1
+
+    def storeOpened(self, store: str) -> None:
+        """
+        The store C{store} (described without its password) can be used.
+        """
+        self._storesOpen += 1
+        self._write({"event": "store-open", "store": store})
+        self._checkReady()
 
     def listening(
         self, stage: str, host: str | None = None, port: int | None = None, *,
@@ -91,7 +112,11 @@ class ReadyFile:
         self._write({"event": "link-closed", "url": url})
 
     def _checkReady(self) -> None:
-        if self.isReady or self._listening < self._listenersExpected or not self._linksExpected <= self._linked:
+        if (
+            self.isReady or self._listening < self._listenersExpected
+            or not all(urls & self._linked for urls in self._linksExpected)
+            or self._storesOpen < self._storesExpected
+        ):
             return
         self.isReady = True
         self._write({"event": "ready"})

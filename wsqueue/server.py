@@ -138,6 +138,8 @@ class StageServerProtocol(PausableReading, StageConnection, WebSocketServerProto
         route = self.factory.routes.get(request.path)
         if route is None:
             raise ConnectionDeny(404, f"no endpoint {request.path}; this server has {', '.join(sorted(self.factory.routes))}")
+        if self.factory.unavailable is not None:
+            raise ConnectionDeny(503, self.factory.unavailable)
         d = self.factory.authenticator.authenticate(request.headers.get("authorization"))
         d.addCallbacks(self._authenticated, self._refused, callbackArgs=(route, request))
         d.addErrback(self._handlerFailed)
@@ -248,7 +250,11 @@ class StageServerFactory(WebSocketServerFactory):
 
     @ivar routes: endpoint path to the L{EndpointHandler} class that serves it.
     @ivar connections: the open connections, for shutdown and fan-out.
+    @ivar unavailable: while not L{None}, why WebSockets are refused (HTTP 503):
+        msgqueue listens at once, but serves only once its store is usable.
     """
+
+    unavailable: str | None = None
 
     protocol = StageServerProtocol
 

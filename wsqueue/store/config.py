@@ -15,6 +15,8 @@ A Redis store must connect before msgqueue listens: wait for L{storeReady}.
 
 from __future__ import annotations
 
+import sys
+
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 
@@ -81,6 +83,35 @@ def _redisStore(spec: str, reactor, caPath: str | None, minReplicas: int) -> IMe
     return RedisStore(address, reactor=reactor, tlsCreator=creator, minReplicas=minReplicas)
 
 
+def describeStore(spec: str) -> str:
+    """
+    C{spec} as logs and readiness events may show it: a Redis URL without its
+    password (C{redis://user:***@host:6379/0}); other stores as they are.
+    """
+    kind, _ = parseStoreSpec(spec)
+    if kind != "redis":
+        return spec
+    from wsqueue.store.redis import parseRedisURL
+
+    address = parseRedisURL(spec)
+    scheme = spec.partition("://")[0]
+    user = f"{address.username or ''}:***@" if address.password is not None else ""
+    if address.sentinels:
+        hosts = ",".join(f"{host}:{port}" for host, port in address.sentinels)
+        return f"{scheme}://{user}{hosts}/{address.masterName}/{address.db}"
+    host = f"[{address.host}]" if ":" in address.host else address.host
+    return f"{scheme}://{user}{host}:{address.port}/{address.db}"
+
+
+def opensLater(store: IMessageStore) -> bool:
+    """
+    Whether C{store} connects after start-up (Redis: see L{storeReady}), rather
+    than being usable once made (memory, SQLite).
+    """
+    redis = sys.modules.get("wsqueue.store.redis")  # not imported: no Redis store was made
+    return redis is not None and isinstance(store, redis.RedisStore)
+
+
 def storeReady(store: IMessageStore) -> Deferred[None]:
     """
     Fire once C{store} can be used: at once for a memory or SQLite store; once a
@@ -88,10 +119,8 @@ def storeReady(store: IMessageStore) -> Deferred[None]:
     L{wsqueue.store.sqlite.StoreError} line ("cannot reach Redis at HOST:PORT:
     ...").  msgqueue waits for it before it listens.
     """
-    from wsqueue.store.redis import RedisStore
-
-    if isinstance(store, RedisStore):
-        return store.open().addCallback(lambda _: None)
+    if opensLater(store):
+        return store.open().addCallback(lambda _: None)  # type: ignore[attr-defined]
     return succeed(None)
 
 

@@ -54,7 +54,7 @@ from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import txredisapi
-from twisted.internet.defer import Deferred, FirstError, fail, gatherResults
+from twisted.internet.defer import Deferred, FirstError, fail, gatherResults, maybeDeferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
@@ -653,6 +653,7 @@ class RedisStore:
         self._listeners: list[Callable[[int | None], object]] = []
         self.closed = False
         self._closing: Deferred[None] | None = None
+        self._inFlight: set[Deferred[None]] = set()
 
     # Connecting
 
@@ -700,19 +701,22 @@ class RedisStore:
         with the store, or fail with one L{RedisStoreError} line saying why Redis
         cannot be used ("cannot reach Redis at HOST:PORT: ...").  Until this has
         fired, every operation fails.  Later, a lost connection is remade by itself.
+
+        A failed open stops connecting and may be tried again (msgqueue retries
+        until Redis can be reached; see L{wsqueue.tap.msgqueue}).
         """
         opened: Deferred[RedisStore] = Deferred()
 
         def failed(reason: Failure) -> None:
             if not opened.called:
                 message = reason.getErrorMessage().removeprefix("Redis error: ")
-                self.close()
+                self._stopConnecting()
                 opened.errback(RedisStoreError(f"cannot reach Redis at {self.address.describe()}: {message}"))
 
         endpoint = _ReportingEndpoint(self._endpoint(), failed)
         self._factory = self._makeFactory()
         self._factory.startConnecting(endpoint)
-        self._factory.deferred.addCallbacks(lambda _: self._start(opened), failed)
+        self._factory.deferred.addCallbacks(lambda _: None if opened.called else self._start(opened), failed)
         return opened
 
     def _start(self, opened: Deferred[RedisStore]) -> None:
@@ -726,8 +730,9 @@ class RedisStore:
             return self
 
         def refused(reason: Failure) -> None:
-            self.close()
-            opened.errback(reason)
+            if not opened.called:
+                self._stopConnecting()
+                opened.errback(reason)
 
         d = self._run("open", [uuid.uuid4().hex, str(LAYOUT)])
         d.addCallback(started).addCallbacks(opened.callback, refused)
@@ -782,7 +787,21 @@ class RedisStore:
             d = self._send(self._connection(), SCRIPTS[name], args)
         except Exception:  # noqa: BLE001 -- reported to the caller like a failed reply
             return fail(self._failed(Failure()))
-        return d.addErrback(self._failed)
+        return self._tracked(d.addErrback(self._failed))
+
+    def _tracked(self, d: Deferred[Any]) -> Deferred[Any]:
+        """
+        Remember C{d} until it fires, so that L{close} lets it finish.
+        """
+        finished: Deferred[None] = Deferred()
+        self._inFlight.add(finished)
+
+        def done(result: object) -> object:
+            self._inFlight.discard(finished)
+            finished.callback(None)
+            return result
+
+        return d.addBoth(done)
 
     def _counted(self, reply: list) -> list:
         """
@@ -864,7 +883,7 @@ class RedisStore:
             d = self._connection().execute_command(*args)
         except Exception:  # noqa: BLE001 -- reported to the caller like a failed reply
             return fail(self._failed(Failure()))
-        return d.addErrback(self._failed)
+        return self._tracked(d.addErrback(self._failed))
 
     def release(self, group: str, consumer: str) -> Deferred[int]:
         d = self._run("release", [_number(self._now()), group, consumer])
@@ -903,17 +922,34 @@ class RedisStore:
         d = self._run("expireGroups", [_number(self._now() - idle), *sorted(active)])
         return d.addCallback(self._counted)
 
+    def _stopConnecting(self) -> None:
+        """
+        Drop the connection being made (a failed L{open}), so that nothing retries
+        behind the caller's back; L{open} may be called again.
+        """
+        for factory in (self._factory, self._sentinel):
+            if factory is not None:
+                maybeDeferred(factory.disconnect).addErrback(lambda _: None)
+        self._factory = self._sentinel = self._loaded = None
+
     def close(self) -> Deferred[None]:
         """
-        Stop reconnecting and close the connections; fire once they are closed.
-        Redis keeps everything: a clean close has nothing more to write.
+        Let the operations under way finish (each is bounded by the reply timeout:
+        a msgqueue stopping gives back what its departing consumers held), then stop
+        reconnecting and close the connections; fire once they are closed.  Redis
+        keeps everything: a clean close has nothing more to write.
         """
         if self._closing is None:
             self.closed = True
-            closing = [factory.disconnect() for factory in (self._factory, self._subscriber) if factory is not None]
-            if self._sentinel is not None:
-                closing.append(self._sentinel.disconnect())
-            self._closing = gatherResults(closing, consumeErrors=True).addBoth(lambda _: None)
+
+            def disconnect(_: object) -> Deferred[Any]:
+                closing = [factory.disconnect() for factory in (self._factory, self._subscriber) if factory is not None]
+                if self._sentinel is not None:
+                    closing.append(self._sentinel.disconnect())
+                return gatherResults(closing, consumeErrors=True)
+
+            underWay = gatherResults(list(self._inFlight))
+            self._closing = underWay.addCallback(disconnect).addBoth(lambda _: None)
         done: Deferred[None] = Deferred()
         self._closing.addCallback(lambda _: done.callback(None))
         return done

@@ -93,6 +93,7 @@ class Options(publisher.Options, subscriber.Options, msgqueue.Options):
         host = "localhost" if self["interface"] in ("127.0.0.1", "0.0.0.0", "::", "::1", "") else self["interface"]
         self["queue-address"] = host
         self["queue"] = queueURL(host, self["msgqueue-port"])
+        self["queues"] = [self["queue"]]
         # The stages reach their own msgqueue with an account of their own, so that
         # any credentials file works (and the demo account may be absent from it).
         self["queue-user"] = INTERNAL_USER
@@ -124,6 +125,7 @@ def verifyUnderCertificateName(options: Options) -> None:
         raise StartupError(str(e))
     if names and options["queue-address"] not in names:
         options["queue"] = queueURL(names[0], options["msgqueue-port"])
+        options["queues"] = [options["queue"]]
 
 
 def makeService(options: Options, reactor=None) -> MultiService:

@@ -7,16 +7,37 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from twisted.application.internet import TimerService
-from twisted.application.service import MultiService
-from twisted.logger import Logger
+from twisted.application.internet import TimerService, backoffPolicy
+from twisted.application.service import MultiService, Service
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger, LogLevel
 from twisted.python import usage
+from twisted.python.failure import Failure
 
 from wsqueue.broker import QueueBroker, Retention
+from wsqueue.logsummary import RepeatSummary
 from wsqueue.msgqueue import makeMsgQueueFactory
-from wsqueue.options import OptionTable, ServerOptions, StartupError, _duration, _positiveInt, buildAuthenticator
-from wsqueue.readiness import readyFileOf
-from wsqueue.store.config import DEFAULT_STORE, StoreService, openStore, parseStoreSpec
+from wsqueue.options import (
+    OptionTable,
+    ServerOptions,
+    StartupError,
+    _duration,
+    _nonNegativeInt,
+    _positiveInt,
+    buildAuthenticator,
+)
+from wsqueue.readiness import ReadyFile, readyFileOf
+from wsqueue.server import StageServerFactory
+from wsqueue.store.base import IMessageStore
+from wsqueue.store.config import (
+    DEFAULT_STORE,
+    StoreService,
+    describeStore,
+    opensLater,
+    openStore,
+    parseStoreSpec,
+    storeReady,
+)
 from wsqueue.store.sqlite import StoreError
 from wsqueue.tap._common import CallOnStop, StopInOrder, daemonService, listeningService
 from wsqueue.tap._listen import listenersOf
@@ -25,6 +46,9 @@ log = Logger()
 
 MAINTENANCE_INTERVAL = 1.0
 """Seconds between runs of the broker's maintenance (ack wait, retention, expiry)."""
+STORE_RETRY_SUMMARY = 60.0
+"""A store that stays unreachable at start-up logs its first failure, then a count a minute."""
+NOT_READY = "msgqueue is not connected to its store yet; retry shortly"
 
 
 class Options(ServerOptions):
@@ -39,7 +63,13 @@ class Options(ServerOptions):
                                            "connected; past it the group loses its oldest (logged) "
                                            "[default: half of --max-queued]."), _positiveInt],
         ["max-in-flight", None, 1000, "Unacknowledged messages per ack=explicit consumer.", _positiveInt],
-        ["store", None, DEFAULT_STORE, "Where the queue is kept: sqlite:PATH (durable) or memory."],
+        ["store", None, DEFAULT_STORE, ("Where the queue is kept: sqlite:PATH (durable, one machine), memory, "
+                                        "redis://[USER:PASSWORD@]HOST[:PORT][/DB] (shared by every msgqueue naming it), "
+                                        "rediss://... (TLS), or redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER[/DB].")],
+        ["store-ca", None, None, "CA certificate a rediss:// store's certificate must chain to [default: the system's]."],
+        ["redis-min-replicas", None, 0, ("Replicas that must have each message (Redis WAIT) before msgqueue "
+                                         "acknowledges it; with Sentinel, 1 or more keeps a fail-over from losing "
+                                         "acknowledged messages."), _nonNegativeInt],
         ["ack-wait", None, 30.0, "Seconds an ack=explicit consumer has to acknowledge before redelivery (or 30s, 5m...).", _duration],
         ["max-deliver", None, 5, ("Deliveries of one message alone before it moves to the dead letters (a window "
                                   "that comes back twice is redelivered one message at a time)."), _positiveInt],
@@ -81,7 +111,7 @@ def buildMsgQueue(
     authenticator = buildAuthenticator(options, reactor, log)
     listeners = listenersOf(options, reactor, "msgqueue", port, listen)
     try:
-        store = openStore(options["store"], reactor)
+        store = openStore(options["store"], reactor, caPath=options["store-ca"], minReplicas=options["redis-min-replicas"])
     except StoreError as e:
         raise StartupError(str(e))
     service = StopInOrder()
@@ -93,16 +123,87 @@ def buildMsgQueue(
         pauseLimit=options["ping-interval"] / 2, maxGroupBacklog=options["max-group-backlog"],
     )
     factory = makeMsgQueueFactory(broker, authenticator, options.limits(), reactor)
-    listeningService(factory, listeners, "msgqueue", readyFileOf(options)).setServiceParent(service)
+    ready = readyFileOf(options)
+    listeningService(factory, listeners, "msgqueue", ready).setServiceParent(service)
     # broker.maintenance never fails: TimerService's loop would stop for good if it did.
     maintenance = TimerService(MAINTENANCE_INTERVAL, broker.maintenance)
     maintenance.clock = reactor
-    maintenance.setServiceParent(service)
+    if not opensLater(store):
+        maintenance.setServiceParent(service)
+    else:
+        StoreOpening(store, broker, factory, reactor, ready, describeStore(options["store"]), [maintenance]).setServiceParent(service)
     # Stopped first: from then on pushes are refused rather than stored half-way.
     CallOnStop(broker.stop).setServiceParent(service)
     service.broker = broker
     service.factory = factory
     return service
+
+
+class StoreOpening(MultiService):
+    """
+    Opens a store that connects over the network (Redis) once the daemon runs,
+    and tries again until it can: a Redis that is down or not yet up at boot must
+    not keep msgqueue down after it.  Meanwhile msgqueue listens, so that a port in
+    use still stops start-up at once, but refuses WebSockets with HTTP 503 saying
+    why (the stages linked to it retry, as while msgqueue is down), and its
+    maintenance waits (its children start once the store is open).  Failures are
+    logged once, then counted a minute; the daemon reports C{store-open} (and
+    then C{ready}) in its C{--ready-file}.
+    """
+
+    def __init__(
+        self, store: IMessageStore, broker: QueueBroker, factory: StageServerFactory, reactor, ready: ReadyFile,
+        description: str, afterOpen: Sequence[Service], retryPolicy=None,
+    ) -> None:
+        super().__init__()
+        self.store = store
+        self.broker = broker
+        self.factory = factory
+        self.reactor = reactor
+        self.ready = ready
+        self.description = description
+        self.afterOpen = list(afterOpen)
+        self.retryPolicy = retryPolicy or backoffPolicy(initialDelay=0.5, factor=2.0, maxDelay=5.0, jitter=lambda: 0)
+        self.failures = 0
+        self._retry: IDelayedCall | None = None
+        self._summary = RepeatSummary(log, reactor, interval=STORE_RETRY_SUMMARY, level=LogLevel.error)
+        ready.expectStore()
+
+    def startService(self) -> None:
+        super().startService()
+        self.factory.unavailable = NOT_READY
+        self._attempt()
+
+    def _attempt(self) -> None:
+        self._retry = None
+        storeReady(self.store).addCallbacks(self._opened, self._failed)
+
+    def _opened(self, _: object) -> None:
+        if not self.running:
+            return
+        self._summary.flush()
+        log.info("msgqueue's store {store} is open (epoch {epoch})", store=self.description, epoch=self.store.epoch)
+        self.factory.unavailable = None
+        onNewEntries = getattr(self.store, "onNewEntries", None)
+        if onNewEntries is not None:
+            onNewEntries(self.broker.entriesAppended)
+        for child in self.afterOpen:
+            child.setServiceParent(self)
+        self.ready.storeOpened(self.description)
+
+    def _failed(self, failure: Failure) -> None:
+        if not self.running:
+            return
+        self.failures += 1
+        self._summary.emit("{error}; msgqueue refuses connections (HTTP 503) and tries again", error=failure.getErrorMessage())
+        self._retry = self.reactor.callLater(self.retryPolicy(self.failures), self._attempt)
+
+    def stopService(self):
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        self._summary.flush()
+        return super().stopService()
 
 
 def makeService(options: Options, reactor=None) -> MultiService:
