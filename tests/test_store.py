@@ -426,6 +426,18 @@ class StoreConformanceMixin:
         entries = await self.store.readGroup("g", "c1", 10)
         self.assertEqual(entries, [Entry(1, "a", "c-a"), Entry(2, "b", "c-b")])
 
+    async def test_anyTextKept(self) -> None:
+        """
+        Any text a client may send comes back as it was: quotes, backslashes,
+        slashes, control characters and NUL, line and paragraph separators, text
+        outside the Basic Multilingual Plane, and empty content.
+        """
+        texts = ['"q" \\ / \u00e9', "\x00\x01\n\t", "\u2028\u2029", "\U0001f389 \u65e5\u672c", ""]
+        offsets = await self.store.append([(f"t{i}", text) for i, text in enumerate(texts)])
+        entries = await self.store.readGroup("g", "c1", 10)
+        self.assertEqual([(e.offset, e.topic, e.content) for e in entries],
+                         [(offset, f"t{i}", text) for i, (offset, text) in enumerate(zip(offsets, texts))])
+
     async def test_epoch(self) -> None:
         """
         The epoch is a non-empty string, different for each store.

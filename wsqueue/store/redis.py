@@ -235,19 +235,22 @@ end
 # failed append leaves nothing behind.
 _APPEND = r"""
 local now, check, producer, maxProducers, channel = ARGV[2], ARGV[3] == '1', ARGV[4], tonumber(ARGV[5]), ARGV[6]
-local n = (#ARGV - 6) / 3
+-- The messages come as one JSON array of [seq, topic, content]: one argument to
+-- encode and send instead of three per message.
+local items = cjson.decode(ARGV[7])
+local n = #items
 local previous = 0
 if check then previous = tonumber(redis.call('HGET', P .. 'producers', producer)) or 0 end
 local last = tonumber(redis.call('HGET', META, 'last'))
 local offsets, highest, size, stored = {}, previous, 0, 0
 for i = 1, n do
-  local seq = tonumber(ARGV[4 + 3 * i])
+  local seq = items[i][1]
   if check and seq > highest then highest = seq end
   if check and seq <= previous then offsets[i] = 0 else last = last + 1; offsets[i] = last end
 end
 for i = 1, n do
   if offsets[i] > 0 then
-    local topic, content = ARGV[5 + 3 * i], ARGV[6 + 3 * i]
+    local topic, content = items[i][2], items[i][3]
     redis.call('XADD', STREAM, id(offsets[i]), 't', topic, 'c', content, 's', now)
     size = size + #topic + #content
     stored = stored + 1
@@ -265,9 +268,7 @@ if check then
   end
 end
 if stored > 0 then redis.call('PUBLISH', channel, last) end
-local reply = {redis.call('XLEN', STREAM)}
-for i = 1, n do reply[i + 1] = offsets[i] end
-return reply
+return {redis.call('XLEN', STREAM), cjson.encode(offsets)}
 """
 
 # Keeps atomic: creating the group, dead-lettering spent entries, handing out
@@ -350,8 +351,9 @@ else
   end
 end
 if deadLettered then trim() end
-table.insert(result, 1, redis.call('XLEN', STREAM))
-return result
+-- One JSON string: one reply to parse instead of four per entry.
+if #result == 0 then return {redis.call('XLEN', STREAM), '[]'} end
+return {redis.call('XLEN', STREAM), cjson.encode(result)}
 """
 
 # Keeps atomic: removing the acknowledged entries from the group and trimming
@@ -816,11 +818,13 @@ class RedisStore:
         self, messages: Sequence[tuple[str, str]], producer: str | None = None, seqs: Sequence[int] | None = None
     ) -> Deferred[list[int | None]]:
         check = producer is not None and bool(seqs)
-        args: list[Any] = [
-            _number(self._now()), "1" if check else "0", producer or "", MAX_PRODUCERS_REMEMBERED, self._channel
+        items = [
+            [seqs[number] if check and seqs else 0, topic, content] for number, (topic, content) in enumerate(messages)
         ]
-        for number, (topic, content) in enumerate(messages):
-            args += (seqs[number] if check and seqs else 0, topic, content)
+        args: list[Any] = [
+            _number(self._now()), "1" if check else "0", producer or "", MAX_PRODUCERS_REMEMBERED, self._channel,
+            json.dumps(items, ensure_ascii=False, separators=(",", ":")),
+        ]
         try:
             connection = self._connection()
             d = self._send(connection, SCRIPTS["append"], args)
@@ -828,8 +832,8 @@ class RedisStore:
                 d = self._waitForReplicas(connection, d)
         except Exception:  # noqa: BLE001 -- reported to the caller like a failed reply
             return fail(self._failed(Failure()))
-        d.addErrback(self._failed).addCallback(self._counted)
-        return d.addCallback(lambda offsets: [offset or None for offset in offsets])
+        d = self._tracked(d.addErrback(self._failed)).addCallback(self._counted)
+        return d.addCallback(lambda reply: [offset or None for offset in json.loads(reply[0])])
 
     def _waitForReplicas(self, connection: Any, appended: Deferred) -> Deferred:
         """
@@ -860,7 +864,8 @@ class RedisStore:
         return self._run("readGroup", args).addCallback(self._counted).addCallback(self._entries)
 
     @staticmethod
-    def _entries(flat: list) -> list[Entry]:
+    def _entries(reply: list) -> list[Entry]:
+        flat = json.loads(reply[0])
         return [Entry(flat[i], flat[i + 1], flat[i + 2], flat[i + 3]) for i in range(0, len(flat), 4)]
 
     def ack(self, group: str, offsets: Sequence[int]) -> Deferred[int]:
