@@ -14,6 +14,7 @@ from wsqueue.broker import QueueBroker
 from wsqueue.store.config import describeStore
 from wsqueue.store.redis import RedisStore, parseRedisURL
 from wsqueue.tap import msgqueue
+from wsqueue.testing import RecordingSender
 
 from .helpers import Clients, DaemonOptionsMixin, certDir, waitFor
 from .redisserver import RedisServer, freePort, sharedServer
@@ -102,11 +103,11 @@ class SharedBrokersTests(TestCase):
         self.one = await self.broker()
         self.two = await self.broker()
 
-    async def broker(self) -> QueueBroker:
+    async def broker(self, **kwargs) -> QueueBroker:
         store = RedisStore(parseRedisURL(self.server.url))
         self.addCleanup(store.close)
         await store.open()
-        broker = QueueBroker(store, reactor)
+        broker = QueueBroker(store, reactor, **kwargs)
         self.addCleanup(broker.stop)
         store.onNewEntries(broker.entriesAppended)
         return broker
@@ -142,3 +143,23 @@ class SharedBrokersTests(TestCase):
         self.one.entriesAppended(6)
         self.one.entriesAppended(None)
         self.assertEqual(passes, [1, 1])
+
+    async def test_roomMadeElsewhereReopens(self) -> None:
+        """
+        A daemon whose pushers are paused because the shared queue was full resumes
+        them at its next maintenance run once consumers on another daemon have made
+        room: its own size figure comes from its own operations, and while paused it
+        makes none.
+        """
+        full = await self.broker(maxQueued=10)
+        pusher = RecordingSender()
+        full.addPusher(pusher)
+        await full.push([("t", str(i)) for i in range(10)])
+        self.assertEqual(pusher.calls, ["pause"])
+        consumer = FakeConsumer("b1", explicitAck=True)
+        self.two.addConsumer(consumer)
+        await waitFor(lambda: len(consumer.offsets) == 10, what="the entries delivered through the other daemon")
+        await self.two.ack(consumer, 10)
+        self.assertEqual(pusher.calls, ["pause"])
+        await full.maintenance()
+        self.assertEqual(pusher.calls, ["pause", "resume"])

@@ -11,10 +11,11 @@ from __future__ import annotations
 import os
 
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from wsqueue.certs import makeDevelopmentCertificates
+from wsqueue.store import redis
 from wsqueue.store.config import openStore, parseStoreSpec, storeReady
 from wsqueue.store.redis import RedisAddress, RedisStore, RedisStoreError, parseRedisURL
 from wsqueue.store.sqlite import StoreError
@@ -69,6 +70,23 @@ class SharedQueueTests(TestCase):
         self.assertEqual(await self.one.append([("t", "d")]), [4])
         entries = await self.two.readGroup("g", "c", 10)
         self.assertEqual([(e.offset, e.content) for e in entries], [(1, "a"), (2, "b"), (3, "c"), (4, "d")])
+
+    async def test_groupReadElsewhereIsNotAbsent(self) -> None:
+        """
+        A group with a consumer on one daemon is present for every daemon: another
+        daemon neither trims its backlog nor expires it as absent, until the daemon
+        serving it has stopped saying so for longer than PRESENCE_TTL (it died).
+        """
+        clock = Clock()
+        clock.advance(1000)
+        one, two = await self.open(now=clock.seconds), await self.open(now=clock.seconds)
+        await one.append([("t", str(i)) for i in range(10)])
+        await one.readGroup("served", "c1", 1)
+        self.assertEqual(await one.trimGroupBacklog(3, {"served"}), {})
+        self.assertEqual(await two.trimGroupBacklog(3, set()), {})
+        self.assertEqual(await two.expireGroups(0, set()), [])
+        clock.advance(redis.PRESENCE_TTL + 1)
+        self.assertEqual(await two.trimGroupBacklog(3, set()), {"served": 7})
 
     async def test_groupsShared(self) -> None:
         """

@@ -522,8 +522,10 @@ class QueueBroker:
             self.storeErrors.emit("maintenance failed (tried again at the next run): {error}",
                                   error=describe(Failure()))
             return
+        # Also without a change here: another msgqueue sharing the store (Redis) may
+        # have made room, and a paused or refusing gate would not hear of it otherwise.
+        self._updatePause()
         if changed:
-            self._updatePause()
             self._scheduleDispatch()
 
     async def _maintain(self) -> bool:

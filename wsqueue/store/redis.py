@@ -24,7 +24,10 @@ Cluster slot):
     (for the ack wait);
   - C{producers} (hash) producer -> highest sequence number stored;
     C{produced} (sorted set) producer -> when, to forget the least recent ones;
-  - C{dead} (list): dead letters as JSON, oldest first.
+  - C{dead} (list): dead letters as JSON, oldest first;
+  - C{presence} (hash): daemon -> JSON C{[until, [groups]]}, the groups with a consumer
+    connected to that daemon, so that no daemon takes a group read through another for
+    an absent one (backlog trimming, group expiry).
 
 Redis's own consumer groups (C{XREADGROUP}, C{XPENDING}, C{XCLAIM}) cannot express
 the store contract (entries given back but not yet claimed, deliveries alone,
@@ -76,6 +79,9 @@ MAX_PRODUCERS_REMEMBERED = 100_000
 """How many producers' last sequence numbers are kept, most recently seen kept."""
 MAX_DEAD_LETTERS = 10_000
 """How many dead letters are kept, newest kept."""
+PRESENCE_TTL = 5.0
+"""Seconds a daemon's word that it serves some groups holds: it says so again at every
+maintenance run (once a second), so a daemon that died is forgotten after this."""
 
 
 class RedisStoreError(StoreError):
@@ -225,6 +231,28 @@ local function trim()
     if lowest == nil or low < lowest then lowest = low end
   end
   dropBelow(lowest)
+end
+-- The groups with a consumer connected to any daemon sharing the queue.  Each daemon
+-- says which groups it serves (ARGV[first]: its id, ARGV[first + 1]: now, ARGV[first + 2]:
+-- for how many seconds that holds, then the groups) whenever it trims backlogs or
+-- expires groups; a daemon that stops saying so (it died) is forgotten once that expires.
+local function activeGroups(first)
+  local PRESENCE = P .. 'presence'
+  local me, now, ttl = ARGV[first], tonumber(ARGV[first + 1]), tonumber(ARGV[first + 2])
+  local mine = {}
+  for i = first + 3, #ARGV do mine[#mine + 1] = ARGV[i] end
+  redis.call('HSET', PRESENCE, me, cjson.encode({now + ttl, mine}))
+  local active = {}
+  local all = redis.call('HGETALL', PRESENCE)
+  for i = 1, #all, 2 do
+    local said = cjson.decode(all[i + 1])
+    if said[1] < now then
+      redis.call('HDEL', PRESENCE, all[i])
+    else
+      for _, g in ipairs(said[2]) do active[g] = true end
+    end
+  end
+  return active
 end
 """
 
@@ -464,8 +492,7 @@ return reply
 # entries, and trimming what no group needs any more.
 _TRIM_BACKLOG = r"""
 local maxBacklog = tonumber(ARGV[2])
-local active = {}
-for i = 3, #ARGV do active[ARGV[i]] = true end
+local active = activeGroups(3)
 local last = tonumber(redis.call('HGET', META, 'last'))
 local groups = redis.call('HGETALL', GROUPS)
 local reply = {}
@@ -492,8 +519,7 @@ return reply
 # Keeps atomic: removing the idle groups and trimming what they held back.
 _EXPIRE_GROUPS = r"""
 local deadline = ARGV[2]
-local active = {}
-for i = 3, #ARGV do active[ARGV[i]] = true end
+local active = activeGroups(3)
 local reply = {}
 for _, g in ipairs(redis.call('ZRANGEBYSCORE', ACTIVE, '-inf', '(' .. deadline)) do
   if not active[g] then
@@ -641,6 +667,7 @@ class RedisStore:
         self._tlsCreator = tlsCreator
         self._prefix = f"wsqueue:{{{queue}}}:"
         self._meta = self._prefix + "meta"
+        self._daemonId = uuid.uuid4().hex
         # Pub/sub channels are shared by every database of a server: the name says which.
         self._channel = f"{self._prefix}appended:{address.db}"
         self._now = now
@@ -920,12 +947,24 @@ class RedisStore:
         return dict(zip(flat[::2], flat[1::2]))
 
     def trimGroupBacklog(self, maxBacklog: int, active: set[str]) -> Deferred[dict[str, int]]:
-        d = self._run("trimGroupBacklog", [maxBacklog, *sorted(active)])
+        """
+        As the interface says, with C{active} the groups with a consumer connected
+        to I{any} msgqueue daemon sharing the queue: each says which it serves (see
+        L{PRESENCE_TTL}), so that a group read through another daemon is not taken
+        for an absent one.
+        """
+        d = self._run("trimGroupBacklog", [maxBacklog, *self._presence(active)])
         return d.addCallback(self._counted).addCallback(self._lost)
 
     def expireGroups(self, idle: float, active: set[str]) -> Deferred[list[str]]:
-        d = self._run("expireGroups", [_number(self._now() - idle), *sorted(active)])
+        """
+        As the interface says, with C{active} as in L{trimGroupBacklog}.
+        """
+        d = self._run("expireGroups", [_number(self._now() - idle), *self._presence(active)])
         return d.addCallback(self._counted)
+
+    def _presence(self, active: set[str]) -> list[Any]:
+        return [self._daemonId, _number(self._now()), _number(PRESENCE_TTL), *sorted(active)]
 
     def _stopConnecting(self) -> None:
         """
