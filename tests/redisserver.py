@@ -84,11 +84,17 @@ class RedisServer:
 
     @param appendOnly: write an append-only file, fsynced after every write
         (C{appendfsync always}): what a restart test needs to lose nothing.
+    @param sentinelQuorum: for a Sentinel, how many Sentinels must agree that the
+        master is down before a fail-over.
+    @param sentinelOptions: for a Sentinel, more settings for that master, each
+        written as C{sentinel OPTION MASTER VALUE} (C{("down-after-milliseconds",
+        1000)}, C{("failover-timeout", 3000)}).
     """
 
     def __init__(
         self, folder: str | None = None, appendOnly: bool = False, port: int | None = None, extra: tuple = (),
-        sentinelFor: tuple[str, int] | None = None,
+        sentinelFor: tuple[str, int] | None = None, sentinelQuorum: int = 1,
+        sentinelOptions: tuple[tuple[str, object], ...] = (),
     ) -> None:
         if shutil.which(REDIS_SERVER) is None:
             raise RedisServerMissing(
@@ -99,6 +105,8 @@ class RedisServer:
         self.port = port or freePort()
         self.extra = extra
         self.sentinelFor = sentinelFor
+        self.sentinelQuorum = sentinelQuorum
+        self.sentinelOptions = sentinelOptions
         self.process: subprocess.Popen | None = None
 
     @property
@@ -115,7 +123,8 @@ class RedisServer:
             config = [os.path.join(self.folder, "sentinel.conf"), "--sentinel"]
             name, port = self.sentinelFor
             with open(config[0], "w") as f:
-                f.write(f"sentinel monitor {name} 127.0.0.1 {port} 1\n")
+                f.write(f"sentinel monitor {name} 127.0.0.1 {port} {self.sentinelQuorum}\n")
+                f.writelines(f"sentinel {option} {name} {value}\n" for option, value in self.sentinelOptions)
         args = [
             REDIS_SERVER, *config, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.folder, "--save", "",
             "--appendonly", "yes" if self.appendOnly else "no", "--appendfsync", "always",

@@ -21,6 +21,7 @@ from wsqueue.store.redis import RedisAddress, RedisStore, RedisStoreError, parse
 from wsqueue.store.sqlite import StoreError
 from wsqueue.tls import clientCreator
 
+from .helpers import waitFor
 from .redisserver import RedisServer, freePort, sharedServer
 
 STREAM = "wsqueue:{msgqueue}:stream"
@@ -87,6 +88,24 @@ class SharedQueueTests(TestCase):
         self.assertEqual(await two.expireGroups(0, set()), [])
         clock.advance(redis.PRESENCE_TTL + 1)
         self.assertEqual(await two.trimGroupBacklog(3, set()), {"served": 7})
+
+    async def test_queueGoneStartsOver(self) -> None:
+        """
+        A Redis that comes back without the queue (no persistence, FLUSHALL, a
+        replica promoted without the data): the operation that finds out fails with
+        a clear error, and the store starts the queue again with a new epoch,
+        instead of failing every operation until msgqueue restarts.
+        """
+        store = await self.open()
+        await store.append([("t", "a"), ("t", "b")])
+        epoch = store.epoch
+        self.server.command("FLUSHALL")
+        error = await store.append([("t", "c")]).addErrback(lambda failure: failure.value)
+        self.assertIn("the queue is gone from Redis", str(error))
+        await waitFor(lambda: store.epoch != epoch, what="the queue opened again")
+        self.assertEqual(await store.append([("t", "d")]), [1])
+        self.assertEqual([e.content for e in await store.readGroup("g", "c", 10)], ["d"])
+        self.flushLoggedErrors()
 
     async def test_groupsShared(self) -> None:
         """
@@ -382,6 +401,31 @@ class ReplicaTests(TestCase):
         self.assertEqual(await eventually(inSync, what="the replica"), [None])
         self.assertEqual(await store.append([("t", "b")], "p", [2]), [2])
         self.assertEqual(replica.command("XLEN", STREAM), 2)
+
+    async def test_handedOutOnlyOnceReplicated(self) -> None:
+        """
+        With minReplicas, an entry no replica has confirmed is not handed out: a
+        fail-over may lose it, and the promoted replica would then give its offset
+        to another entry, which consumers would drop as one they have seen.  Once a
+        later append is confirmed, everything before it is handed out too.
+        """
+        master = RedisServer().start()
+        self.addCleanup(master.stop)
+        store = RedisStore(parseRedisURL(master.url), minReplicas=1, replicaTimeout=0.3)
+        self.addCleanup(store.close)
+        await store.open()
+        await self.assertFailure(store.append([("t", "unconfirmed")], "p", [1]), RedisStoreError)
+        self.assertEqual(await store.readGroup("g", "c1", 10), [])
+        replica = RedisServer(extra=("--replicaof", "127.0.0.1", master.port)).start()
+        self.addCleanup(replica.stop)
+
+        def inSync():
+            if "master_link_status:up" not in replica.command("INFO", "replication"):
+                raise StoreError("replica not in sync yet")
+            return store.append([("t", "confirmed")], "p", [2])
+
+        self.assertEqual(await eventually(inSync, what="the replica"), [2])
+        self.assertEqual([e.content for e in await store.readGroup("g", "c1", 10)], ["unconfirmed", "confirmed"])
 
 
 class SentinelTests(TestCase):

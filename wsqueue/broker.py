@@ -244,6 +244,10 @@ class QueueBroker:
     def _appended(self, offsets: list[int | None]) -> list[int | None]:
         self._lastAppended = max([self._lastAppended, *(offset for offset in offsets if offset is not None)])
         self._updatePause()
+        if getattr(self.store, "confirmsAppends", False):
+            # The read that push() started could not see these yet (a store that
+            # hands out only what a replica has: Redis with --redis-min-replicas).
+            self._scheduleDispatch()
         return offsets
 
     def entriesAppended(self, upTo: int | None) -> None:

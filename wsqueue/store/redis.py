@@ -295,14 +295,16 @@ if check then
     for i = 1, #gone, 2 do redis.call('HDEL', P .. 'producers', gone[i]) end
   end
 end
-if stored > 0 then redis.call('PUBLISH', channel, last) end
-return {redis.call('XLEN', STREAM), cjson.encode(offsets)}
+-- With --redis-min-replicas the entries are announced once a replica has them (confirm).
+if stored > 0 and ARGV[8] == '1' then redis.call('PUBLISH', channel, last) end
+return {redis.call('XLEN', STREAM), cjson.encode(offsets), last}
 """
 
 # Keeps atomic: creating the group, dead-lettering spent entries, handing out
 # given-back then new entries (isolation included), and moving the group's position.
 _READ_GROUP = r"""
 local now, G, C, count, maxDeliver = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
+local confirmedOnly = ARGV[7] == '1'  -- --redis-min-replicas: only what a replica has
 local gp, go, gr, gt = groupKeys(G)
 local nextOffset = tonumber(redis.call('HGET', GROUPS, G))
 if nextOffset == nil then
@@ -363,9 +365,10 @@ else
     handOut(offset, d, a, false)
   end
   local last = tonumber(redis.call('HGET', META, 'last'))
+  if confirmedOnly then last = tonumber(redis.call('HGET', META, 'confirmed')) or 0 end
   if handed < count and nextOffset <= last then
     local states, heads, times = {}, {}, {}
-    for _, row in ipairs(redis.call('XRANGE', STREAM, id(nextOffset), '+', 'COUNT', count - handed)) do
+    for _, row in ipairs(redis.call('XRANGE', STREAM, id(nextOffset), id(last), 'COUNT', count - handed)) do
       local o = offsetOf(row[1])
       result[#result + 1] = o; result[#result + 1] = row[2][2]; result[#result + 1] = row[2][4]
       result[#result + 1] = 1
@@ -535,6 +538,31 @@ table.insert(reply, 1, redis.call('XLEN', STREAM))
 return reply
 """
 
+# Keeps atomic: raising the highest offset a replica is known to have (entries up to
+# it may be handed out: see RedisStore.minReplicas) and announcing it.
+_CONFIRM = r"""
+local upTo, channel = tonumber(ARGV[2]), ARGV[3]
+local confirmed = tonumber(redis.call('HGET', META, 'confirmed')) or 0
+if upTo > confirmed then
+  redis.call('HSET', META, 'confirmed', upTo)
+  redis.call('PUBLISH', channel, upTo)
+end
+return {redis.call('XLEN', STREAM)}
+"""
+
+QUEUE_GONE = "WSQUEUE_GONE"
+"""The error every script but C{open} answers when the queue's meta data is missing."""
+
+# Every operation but opening: a Redis that came back empty (no persistence, a
+# FLUSHALL, a replica promoted without the data) has no queue any more.  Refuse,
+# rather than run on a missing offset counter, so that the store opens the queue
+# again (a new epoch) instead of failing every operation until restarted.
+_QUEUE_GONE_GUARD = r"""
+if redis.call('HEXISTS', META, 'last') == 0 then
+  return redis.error_reply('WSQUEUE_GONE the queue is not in Redis any more')
+end
+"""
+
 # Keeps atomic: creating the queue's meta data once (the epoch above all), whichever
 # daemon comes first.
 _OPEN = r"""
@@ -554,7 +582,8 @@ class _Script:
 
     def __init__(self, name: str, body: str) -> None:
         self.name = name
-        source = (_PRELUDE + body).replace("@ISOLATE_AFTER@", str(ISOLATE_AFTER))
+        guard = "" if name == "open" else _QUEUE_GONE_GUARD
+        source = (_PRELUDE + guard + body).replace("@ISOLATE_AFTER@", str(ISOLATE_AFTER))
         self.source = source.replace("@MAX_DEAD_LETTERS@", str(MAX_DEAD_LETTERS))
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
@@ -571,6 +600,7 @@ SCRIPTS = {
         ("trimGroupBacklog", _TRIM_BACKLOG),
         ("expireGroups", _EXPIRE_GROUPS),
         ("open", _OPEN),
+        ("confirm", _CONFIRM),
     )
 }
 
@@ -641,6 +671,10 @@ class RedisStore:
         many replicas have it, and fails (the entries stay stored: a producer's
         resend is recognised) when fewer confirm within C{replicaTimeout} seconds.
         WAIT holds this daemon's connection meanwhile: its other commands queue up.
+        New entries are handed out only up to the highest offset a replica is known
+        to have (C{meta.confirmed}): an entry a fail-over then loses was never
+        delivered, so its offset, given again by the promoted replica to another
+        entry, cannot make a subscriber drop that entry as one it has seen.
     """
 
     log = Logger()
@@ -683,6 +717,7 @@ class RedisStore:
         self.closed = False
         self._closing: Deferred[None] | None = None
         self._inFlight: set[Deferred[None]] = set()
+        self._reopening = False
 
     # Connecting
 
@@ -790,6 +825,10 @@ class RedisStore:
         if reason.check(RedisStoreError):
             return reason
         where = self.address.describe()
+        if reason.check(txredisapi.ResponseError) and str(reason.value).startswith(QUEUE_GONE):
+            self._queueGone()
+            return Failure(RedisStoreError(f"the queue is gone from Redis at {where} (it restarted empty?); "
+                                           "starting it again with a new epoch"))
         if reason.check(txredisapi.TimeoutError):
             error = RedisStoreError(f"Redis at {where} did not answer within {self._replyTimeout:g} s")
         elif reason.check(txredisapi.ConnectionError):
@@ -832,6 +871,27 @@ class RedisStore:
 
         return d.addBoth(done)
 
+    def _queueGone(self) -> None:
+        """
+        Redis no longer has the queue: create it again (once, whichever operation
+        noticed first), with a new epoch, so that consumers start counting offsets
+        over instead of skipping the new entries as ones they have seen.
+        """
+        if self._reopening:
+            return
+        self._reopening = True
+        self.log.error("the queue is gone from Redis at {where} (it restarted without its data, or a replica "
+                       "without it was promoted): what it held is lost; starting again with a new epoch",
+                       where=self.address.describe())
+
+        def reopened(reply: list) -> None:
+            self.epoch, _, self.retained = reply
+
+        d = self._run("open", [uuid.uuid4().hex, str(LAYOUT)]).addCallback(reopened)
+        d.addErrback(lambda failure: self.log.error("opening the queue again failed: {error}",
+                                                    error=failure.getErrorMessage()))
+        d.addBoth(lambda _: setattr(self, "_reopening", False))
+
     def _counted(self, reply: list) -> list:
         """
         Keep the stream length that every script's reply starts with; return the rest.
@@ -850,7 +910,7 @@ class RedisStore:
         ]
         args: list[Any] = [
             _number(self._now()), "1" if check else "0", producer or "", MAX_PRODUCERS_REMEMBERED, self._channel,
-            json.dumps(items, ensure_ascii=False, separators=(",", ":")),
+            json.dumps(items, ensure_ascii=False, separators=(",", ":")), "0" if self._minReplicas else "1",
         ]
         try:
             connection = self._connection()
@@ -878,7 +938,9 @@ class RedisStore:
                     f"only {replicas} of {self._minReplicas} Redis replicas confirmed an append within "
                     f"{self._replicaTimeout:g} s (it is stored on the master)"
                 )
-            return reply
+            # Everything up to the offsets allocated so far has reached a replica
+            # (replication keeps order): let it be handed out, then answer.
+            return self._run("confirm", [reply[2], self._channel]).addCallback(lambda _: reply)
 
         def firstFailure(failure: Failure) -> Failure:
             return cast(FirstError, failure.value).subFailure
@@ -886,8 +948,19 @@ class RedisStore:
         both = gatherResults([appended, waited], consumeErrors=True)
         return both.addErrback(firstFailure).addCallback(check)
 
+    @property
+    def confirmsAppends(self) -> bool:
+        """
+        Whether new entries are handed out only once a replica has them (with
+        C{minReplicas}): an append is then announced after its C{WAIT}, not at once.
+        """
+        return self._minReplicas > 0
+
     def readGroup(self, group: str, consumer: str, count: int, maxDeliver: int | None = None) -> Deferred[list[Entry]]:
-        args = [_number(self._now()), group, consumer, count, "" if maxDeliver is None else maxDeliver]
+        args = [
+            _number(self._now()), group, consumer, count, "" if maxDeliver is None else maxDeliver,
+            "1" if self._minReplicas else "0",
+        ]
         return self._run("readGroup", args).addCallback(self._counted).addCallback(self._entries)
 
     @staticmethod
