@@ -119,6 +119,17 @@ class LoopbackTests(TestCase):
         self.assertIn(b"ALPN: offers h2,http/1.1", watched.err)
         self.assertIn(b"ALPN: server accepted http/1.1", watched.err)
 
+    async def test_curlForeignOrigin(self) -> None:
+        """
+        (#11, item 3) A handshake with credentials but another site's Origin gets 403.
+        """
+        requireExecutable(CURL)
+        watched = curl(self, self.port, "/subscribe", "--http1.1", "-u", "hello:test",
+                       "-H", "Origin: https://evil.example")
+        self.assertEqual(await withTimeout(watched.ended, what="curl to exit"), 0, watched.err)
+        head = await responseHead(watched)
+        self.assertTrue(head.startswith(b"HTTP/1.1 403"), head)
+
     async def test_opensslClient(self) -> None:
         """
         C{openssl s_client -alpn http/1.1} completes the handshake, verifies the

@@ -81,6 +81,22 @@ class OptionsTests(CleanOptionsMixin, SynchronousTestCase):
             with self.assertRaises(usage.UsageError):
                 self.parse(module, "--queue", "wss://mq1:8080", "--queue", "http://mq2")
 
+    def test_allowedOrigins(self) -> None:
+        """
+        (#11, item 3) --allowed-origins takes exact origins (or null), repeatable,
+        on every daemon; anything else is refused with the form to use.
+        """
+        for tapname, (module, _) in TAPS.items():
+            self.assertEqual(self.parse(module)["allowed-origins"], [], tapname)
+            options = self.parse(module, "--allowed-origins", "https://App.example.org",
+                                 "--allowed-origins", "http://localhost:3000", "--allowed-origins", "null")
+            self.assertEqual(options["allowed-origins"], ["https://app.example.org", "http://localhost:3000", "null"])
+        for bad in ("app.example.org", "https://app.example.org/", "https://app.example.org/path", "ftp://x",
+                    "https://user@app.example.org", "https://app.example.org:99999", "*"):
+            with self.assertRaises(usage.UsageError, msg=bad) as raised:
+                self.parse(TAPS["wsqueue-publisher"][0], "--allowed-origins", bad)
+            self.assertIn("--allowed-origins", str(raised.exception))
+
     def test_msgqueueDefaults(self) -> None:
         """
         msgqueue holds 100000 messages and 1000 unacknowledged per consumer.

@@ -441,3 +441,64 @@ class PauseReadingTests(TestCase):
         await waitFor(lambda: connection.state == connection.STATE_CLOSED, timeout=6, what="the dead peer dropped")
         self.assertIn("ping timeout", connection.wasNotCleanReason)
         await abortBoth(client, connection)
+
+
+class OriginTests(TestCase):
+    """
+    (#11, item 3) Browsers send the page's Origin with a WebSocket handshake: only
+    the daemon's own origin and those given with --allowed-origins may connect;
+    clients that send none (not browsers) are unaffected.
+    """
+
+    timeout = 20
+
+    def setUp(self) -> None:
+        self.factory = StageServerFactory({"/x": EndpointHandler}, makeAuthenticator(None, reactor), Limits(), reactor)
+        self.port = listenTLS(self, self.factory)
+        self.clients = Clients(self)
+
+    async def status(self, origin: str | None) -> int:
+        headers = {} if origin is None else {"Origin": origin}
+        try:
+            client = await self.clients.connect(self.port, "/x", headers=headers)
+        except HandshakeFailed as e:
+            return e.status or 0
+        client.sendClose(1000)
+        await client.closed
+        return 101
+
+    async def test_ownAndNone(self) -> None:
+        """
+        The daemon's own origin (the host the browser connected to) and no Origin
+        at all are accepted.
+        """
+        self.assertEqual(await self.status(f"https://localhost:{self.port}"), 101)
+        self.assertEqual(await self.status(None), 101)
+
+    async def test_foreignRefused(self) -> None:
+        """
+        Another site's page, a look-alike of ours on another port or scheme-less,
+        and C{null} (sandboxed and file pages) get 403, and the refusal is logged.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        for origin in ("https://evil.example", f"https://localhost:{self.port + 1}", "null",
+                       f"https://localhost.evil.example:{self.port}", f"http://localhost:{self.port + 1}"):
+            self.assertEqual(await self.status(origin), 403, origin)
+        self.assertEqual(len([e for e in events if "is not allowed" in e.get("log_format", "")]), 5)
+
+    async def test_allowedOrigins(self) -> None:
+        """
+        Origins listed by --allowed-origins are accepted, C{null} too when listed;
+        the comparison ignores case, as browsers send lower case anyway.
+        """
+        self.factory.permittedOrigins = frozenset({"https://app.example.org", "null"})
+        self.assertEqual(await self.status("https://APP.example.org"), 101)
+        self.assertEqual(await self.status("null"), 101)
+        self.assertEqual(await self.status("https://other.example.org"), 403)
+
+    async def test_serverHeaderHidesVersion(self) -> None:
+        """
+        The handshake's answer names wsqueue, not Autobahn and its version.
+        """
+        client = await self.clients.connect(self.port, "/x")
+        self.assertEqual(client.http_headers.get("server"), "wsqueue")

@@ -195,6 +195,19 @@ class MakeServiceTests(DaemonOptionsMixin, SynchronousTestCase):
         self.assertEqual([port for _, port, *_ in self.reactor.tcpClients], [9000, 9001])
         self.assertEqual(service.link.url, "wss://127.0.0.1:9001/popmsg?group=g&ack=explicit&batch=1")
 
+    def test_allowedOriginsReachEveryServer(self) -> None:
+        """
+        (#11, item 3) --allowed-origins reaches each daemon's server, the
+        all-in-one's three included.
+        """
+        for module in (msgqueue, publisher, subscriber):
+            options = self.options(module, "--allowed-origins", "https://app.example.org")
+            service = module.makeService(options, reactor=self.reactor)
+            self.assertEqual(service.factory.permittedOrigins, {"https://app.example.org"})
+        service = allinone.makeService(self.options(allinone, "--allowed-origins", "null"), reactor=self.reactor)
+        stages = [stage for stage in service if isinstance(stage, _common.StopInOrder)]
+        self.assertEqual([stage.factory.permittedOrigins for stage in stages], [{"null"}] * 3)
+
     def test_allInOne(self) -> None:
         """
         The all-in-one daemon listens on three ports and links its stages to its own msgqueue port.

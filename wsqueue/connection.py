@@ -90,6 +90,10 @@ def applyLimits(factory, limits: Limits) -> None:
     }
     if isinstance(factory, WebSocketServerFactory):
         options["webStatus"] = False
+        # Autobahn's own Origin check lets every origin through but refuses "null"
+        # with a 400; wsqueue decides on Origins itself, with a 403 (see
+        # wsqueue.server.StageServerFactory.allowsOrigin).
+        options["allowNullOrigin"] = True
     factory.setProtocolOptions(**options)
 
 

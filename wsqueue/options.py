@@ -13,6 +13,7 @@ import re
 import socket
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from twisted.python import usage
 
@@ -37,6 +38,28 @@ def _positiveInt(value: str) -> int:
     if number <= 0:
         raise ValueError("must be a positive integer")
     return number
+
+
+def checkOrigin(origin: str) -> str:
+    """
+    C{origin} as an C{--allowed-origins} value: exactly what a browser sends in its
+    C{Origin} header (C{scheme://host[:port]}, no path, no trailing slash), or
+    C{null}; raise L{ValueError} saying what is wrong.
+    """
+    if origin == "null":
+        return origin
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query or parts.fragment:
+        raise ValueError(f"{origin!r} is not an origin: give scheme://host[:port], as https://app.example.org")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"{origin!r} is not an origin: no user or password in it")
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if port == -1 or port == 0:
+        raise ValueError(f"{origin!r} has a bad port")
+    return origin.lower()
 
 
 def _nonNegativeInt(value: str) -> int:
@@ -131,6 +154,7 @@ class ServerOptions(usage.Options):
         self["port"] = self.defaultPort
         self["interface"] = DEFAULT_INTERFACE
         self["listen"] = []
+        self["allowed-origins"] = []
         # A handler's help is its docstring, shared by every daemon: add this one's default.
         self.docs["port"] = f"The TCP port to listen on. [default: {self.defaultPort}]"
         self.docs["interface"] = f"The address to listen on. [default: {DEFAULT_INTERFACE}]"
@@ -154,6 +178,18 @@ class ServerOptions(usage.Options):
         self["listen"].append(checkListen("--listen", description))
 
     opt_listen.__doc__ = LISTEN_HELP
+
+    def opt_allowed_origins(self, origin: str) -> None:
+        try:
+            self["allowed-origins"].append(checkOrigin(origin))
+        except ValueError as e:
+            raise usage.UsageError(f"--allowed-origins: {e}")
+
+    opt_allowed_origins.__doc__ = (
+        "A web origin (https://app.example.org) whose pages may open WebSockets here; repeatable; 'null' "
+        "for pages without one. Handshakes whose Origin is not listed, nor this daemon's own, get 403; "
+        "clients that send no Origin (not browsers) are unaffected [default: only the daemon's own origin]."
+    )
 
     def postOptions(self) -> None:
         if self["cert-dir"] is None:

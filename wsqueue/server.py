@@ -138,6 +138,11 @@ class StageServerProtocol(PausableReading, StageConnection, WebSocketServerProto
         route = self.factory.routes.get(request.path)
         if route is None:
             raise ConnectionDeny(404, f"no endpoint {request.path}; this server has {', '.join(sorted(self.factory.routes))}")
+        origin = request.headers.get("origin")
+        if origin is not None and not self.factory.allowsOrigin(origin, request.headers.get("host", "")):
+            self.eventLog.info("refused {peer} on {path}: Origin {origin} is not allowed", peer=self.peer,
+                               path=self.path, origin=origin[:200])
+            raise ConnectionDeny(403, "Origin not allowed")
         if self.factory.unavailable is not None:
             raise ConnectionDeny(503, self.factory.unavailable)
         d = self.factory.authenticator.authenticate(request.headers.get("authorization"))
@@ -255,6 +260,9 @@ class StageServerFactory(WebSocketServerFactory):
     """
 
     unavailable: str | None = None
+    permittedOrigins: frozenset[str] = frozenset()
+    """Web origins besides the daemon's own whose pages may open WebSockets
+    (C{--allowed-origins}; see L{allowsOrigin})."""
 
     protocol = StageServerProtocol
 
@@ -265,7 +273,8 @@ class StageServerFactory(WebSocketServerFactory):
         limits: Limits,
         reactor,
     ) -> None:
-        super().__init__(reactor=reactor)
+        # Not Autobahn's default, which names its version to anyone who asks.
+        super().__init__(reactor=reactor, server="wsqueue")
         self.routes = dict(routes)
         self.authenticator = authenticator
         self.limits = limits
@@ -273,6 +282,20 @@ class StageServerFactory(WebSocketServerFactory):
         self.closing: dict[StageServerProtocol, Deferred[None]] = {}
         self.noisy = False  # the daemon says once what listens where (tap._common)
         applyLimits(self, limits)
+
+    def allowsOrigin(self, origin: str, host: str) -> bool:
+        """
+        Whether a page from C{origin} (a browser's C{Origin} header) may open a
+        WebSocket here: one of the daemon's own origins (the C{Host} the browser
+        connected to, over https or http), or one of L{permittedOrigins} (C{null},
+        what sandboxed and file pages send, only when listed).  Without this any
+        page on any site could open a WebSocket with a browser's credentials.
+        """
+        origin = origin.strip().lower()
+        if origin in self.permittedOrigins:
+            return True
+        host = host.strip().lower()
+        return bool(host) and origin in (f"https://{host}", f"http://{host}")
 
     def closeAll(self, code: int = GOING_AWAY, reason: str = "server shutting down") -> Deferred:
         """

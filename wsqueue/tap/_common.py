@@ -275,6 +275,7 @@ def linkedStageService(
     C{port} and C{listen} override C{--port} and C{--listen} (see L{listenersOf}).
     """
     factory = makeFactory(owner, buildAuthenticator(options, reactor, log), options.limits(), reactor)
+    factory.permittedOrigins = frozenset(options["allowed-origins"])
     link = buildLink(options, reactor, path, owner, log, retryPolicy, startDelay)
     listeners = listenersOf(options, reactor, stage, port, listen)
     service = StopInOrder()

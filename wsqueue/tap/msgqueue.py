@@ -123,6 +123,7 @@ def buildMsgQueue(
         pauseLimit=options["ping-interval"] / 2, maxGroupBacklog=options["max-group-backlog"],
     )
     factory = makeMsgQueueFactory(broker, authenticator, options.limits(), reactor)
+    factory.permittedOrigins = frozenset(options["allowed-origins"])
     ready = readyFileOf(options)
     listeningService(factory, listeners, "msgqueue", ready).setServiceParent(service)
     # broker.maintenance never fails: TimerService's loop would stop for good if it did.
