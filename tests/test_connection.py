@@ -69,12 +69,19 @@ class SendTests(TestCase):
         on a closed one it drops the frame and says it did not send it (a stage
         that writes to a client that just left must not raise).
         """
-        factory = StageServerFactory({"/x": EndpointHandler}, makeAuthenticator(None, reactor), Limits(), reactor)
+        received: list[bytes] = []
+
+        class Recording(EndpointHandler):
+            def received(self, payload: bytes, isBinary: bool) -> None:
+                received.append(payload)
+
+        factory = StageServerFactory({"/x": Recording}, makeAuthenticator(None, reactor), Limits(), reactor)
         client = await Clients(self).connect(listenTLS(self, factory), "/x")
         [server] = factory.connections
         self.assertTrue(server.send(b'{"to": "client"}'))
         self.assertEqual(await client.frames.get(), b'{"to": "client"}')
         self.assertTrue(client.send(b'{"to": "server"}'))
+        await waitFor(lambda: received == [b'{"to": "server"}'], what="the client's frame, masked, at the server")
         self.assertTrue(client.isOpen and server.isOpen)
         client.sendClose(1000)
         await client.closed

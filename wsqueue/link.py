@@ -117,6 +117,9 @@ class ClientConnection(StageConnection, WebSocketClientProtocol):  # type: ignor
         the closing handshake completed.
     """
 
+    # The client side: a server's frames come unmasked, ours go masked (RFC 6455, 5.3).
+    peerMasks = False
+
     def __init__(self) -> None:
         super().__init__()
         self.opened: Deferred[ClientConnection] = Deferred(lambda _: self._abandon())
@@ -196,8 +199,6 @@ class LinkProtocol(ClientConnection):
     """
     The client side of a link; reports to the L{QueueLink} that made it.
     """
-
-    peerMasks = False
 
     def connectionOpened(self) -> None:
         self.factory.link._opened(self)
