@@ -57,7 +57,7 @@ from typing import Any, Self
 from urllib.parse import quote
 
 import txaio
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError
@@ -67,11 +67,10 @@ from twisted.test import iosim
 from zope.interface import implementer
 
 from wsqueue import wire
-from wsqueue._compat import handshakeStatusLine
 from wsqueue.auth import DEMO_PASSWORD, DEMO_USER, basicHeader, makeAuthenticator
 from wsqueue.broker import QueueBroker
 from wsqueue.connection import Limits
-from wsqueue.link import HandshakeFailed, QueueLink
+from wsqueue.link import ClientConnection, QueueLink
 from wsqueue.msgqueue import makeMsgQueueFactory
 from wsqueue.publisher import BATCH_BYTES, Forwarder, makePublisherFactory
 from wsqueue.server import StageServerFactory
@@ -480,11 +479,11 @@ class MemoryEndpoint:
 # --- Stages joined in memory -------------------------------------------------------------
 
 
-class MemoryClient(WebSocketClientProtocol):
+class MemoryClient(ClientConnection):
     """
-    An end client (a publishing or subscribing WebSocket client) in memory: plain
-    Autobahn, recording what it receives, with helpers to send and read JSON
-    without waiting.
+    An end client (a publishing or subscribing WebSocket client) in memory: the
+    client connection the links and C{wsqueue-client} use (L{ClientConnection}),
+    recording what it receives, with helpers to send and read JSON without waiting.
 
     @ivar opened: fires with the client once the WebSocket is open, or fails with
         L{HandshakeFailed} (with the HTTP status, if the server answered).
@@ -494,31 +493,10 @@ class MemoryClient(WebSocketClientProtocol):
 
     def __init__(self) -> None:
         super().__init__()
-        self.opened: Deferred[MemoryClient] = Deferred()
-        self.closed: Deferred[tuple[int | None, str | None]] = Deferred()
         self.received: list[bytes] = []
 
-    @property
-    def isOpen(self) -> bool:
-        return bool(self.state == self.STATE_OPEN)
-
-    def onOpen(self) -> None:
-        self.opened.callback(self)
-
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+    def frameReceived(self, payload: bytes, isBinary: bool) -> None:
         self.received.append(payload)
-
-    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        if not self.opened.called:
-            self.opened.errback(HandshakeFailed(self._status(), reason or "connection closed"))
-        self.closed.callback((code, reason))
-
-    def _status(self) -> int | None:
-        statusLine = handshakeStatusLine(self)
-        try:
-            return int(statusLine.split()[1]) if statusLine else None
-        except (IndexError, ValueError):
-            return None
 
     def sendJSON(self, message: object) -> None:
         """
