@@ -186,3 +186,15 @@ def sharedServer() -> RedisServer:
         _shared = RedisServer().start()
         atexit.register(_shared.stop)
     return _shared
+
+
+async def openRedisStore(testCase, server: RedisServer, **kwargs):
+    """
+    A L{wsqueue.store.redis.RedisStore} on C{server}, open, closed when the test ends
+    (as each msgqueue daemon sharing the queue would have its own).
+    """
+    from wsqueue.store.redis import RedisStore, parseRedisURL
+
+    store = RedisStore(parseRedisURL(server.url), **kwargs)
+    testCase.addCleanup(store.close)
+    return await store.open()

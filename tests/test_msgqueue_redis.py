@@ -12,12 +12,12 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from wsqueue.broker import QueueBroker
 from wsqueue.store.config import describeStore
-from wsqueue.store.redis import RedisStore, parseRedisURL
+from wsqueue.store.redis import RedisStore
 from wsqueue.tap import msgqueue
 from wsqueue.testing import RecordingSender
 
 from .helpers import Clients, DaemonOptionsMixin, certDir, waitFor
-from .redisserver import RedisServer, freePort, sharedServer
+from .redisserver import RedisServer, freePort, openRedisStore, sharedServer
 from .test_broker import FakeConsumer
 from .test_readiness import readEvents
 
@@ -104,12 +104,9 @@ class SharedBrokersTests(TestCase):
         self.two = await self.broker()
 
     async def broker(self, **kwargs) -> QueueBroker:
-        store = RedisStore(parseRedisURL(self.server.url))
-        self.addCleanup(store.close)
-        await store.open()
-        broker = QueueBroker(store, reactor, **kwargs)
+        broker = QueueBroker(await openRedisStore(self, self.server), reactor, **kwargs)
         self.addCleanup(broker.stop)
-        store.onNewEntries(broker.entriesAppended)
+        broker.store.onNewEntries(broker.entriesAppended)
         return broker
 
     async def test_pushedThroughOneDeliveredThroughTheOther(self) -> None:

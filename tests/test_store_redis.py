@@ -22,7 +22,7 @@ from wsqueue.store.sqlite import StoreError
 from wsqueue.tls import clientCreator
 
 from .helpers import waitFor
-from .redisserver import RedisServer, freePort, sharedServer
+from .redisserver import RedisServer, freePort, openRedisStore, sharedServer
 
 STREAM = "wsqueue:{msgqueue}:stream"
 META = "wsqueue:{msgqueue}:meta"
@@ -57,9 +57,7 @@ class SharedQueueTests(TestCase):
         self.two = await self.open()
 
     async def open(self, **kwargs) -> RedisStore:
-        store = RedisStore(parseRedisURL(self.server.url), **kwargs)
-        self.addCleanup(store.close)
-        return await store.open()
+        return await openRedisStore(self, self.server, **kwargs)
 
     async def test_offsetsAgreed(self) -> None:
         """
