@@ -189,6 +189,31 @@ def sendCloseWithAnyCode(protocol, code: int, reasonUtf8: bytes) -> None:
     protocol.sendCloseFrame(code=code, reasonUtf8=reasonUtf8, isReply=False)
 
 
+def takeHandshakeData(protocol) -> bytes:
+    """
+    What a server protocol has received and not yet processed while its opening
+    handshake is under way (Autobahn 26.10 buffers it in C{data}), leaving the
+    buffer empty: when a connection turns out to be a plain HTTP request, it is
+    handed with these bytes to twisted.web (L{wsqueue.server.StageServerProtocol}).
+    """
+    data = protocol.data
+    protocol.data = b""
+    return bytes(data)
+
+
+def cancelOpenHandshakeTimer(protocol) -> None:
+    """
+    Cancel the opening handshake's timeout (Autobahn 26.10's
+    C{openHandshakeTimeoutCall}) of a connection handed to twisted.web, which has
+    timeouts of its own: otherwise Autobahn would drop a plain HTTP connection
+    (a slow C{POST /publish} waiting for msgqueue) a few seconds after it began.
+    """
+    call = getattr(protocol, "openHandshakeTimeoutCall", None)
+    if call is not None:
+        call.cancel()
+        protocol.openHandshakeTimeoutCall = None
+
+
 # --- Autobahn: automatic pings ----------------------------------------------------------
 
 AUTOBAHN_AUTOPING_STATE = ("autoPingPendingCall", "autoPingTimeoutCall", "autoPingPending")

@@ -143,6 +143,13 @@ class DemoChecker:
             return succeed(credentials.username)
         return fail(UnauthorizedLogin())
 
+    def stampOf(self, user: str) -> str | None:
+        """
+        What a session of C{user} is bound to (see L{CredentialsFileChecker.stampOf}):
+        the demo account never changes.
+        """
+        return "demo" if user == DEMO_USER else None
+
 
 @implementer(ICredentialsChecker)
 class CredentialsFileChecker:
@@ -179,6 +186,15 @@ class CredentialsFileChecker:
         self._mtime = mtime
         self._verified.clear()
         self.log.info("credentials file {path} reloaded", path=self.path)
+
+    def stampOf(self, user: str) -> str | None:
+        """
+        The stored hash of C{user}'s password, or L{None} when there is no such
+        user (any more): a session cookie is bound to it, so that changing the
+        password or removing the user ends their sessions (L{wsqueue.signin.Sessions}).
+        """
+        self._reloadIfChanged()
+        return self._users.get(user)
 
     def requestAvatarId(self, credentials: UsernamePassword) -> Deferred[bytes | tuple[()]]:
         self._reloadIfChanged()
@@ -226,6 +242,7 @@ class BasicAuthenticator:
     """
 
     def __init__(self, checker: ICredentialsChecker) -> None:
+        self.checker = checker
         self.portal = Portal(_UserRealm(), [checker])
         self._internal: tuple[bytes, bytes] | None = None
 
@@ -245,6 +262,13 @@ class BasicAuthenticator:
         credentials = parseBasicHeader(header)
         if credentials is None:
             return fail(UnauthorizedLogin("missing or malformed Authorization header"))
+        return self.login(credentials)
+
+    def login(self, credentials: UsernamePassword) -> Deferred[str]:
+        """
+        Fire with the user name if C{credentials} are right (from a Basic header,
+        or the form of C{POST /login}), else fail with L{UnauthorizedLogin}.
+        """
         if self._internal is not None:
             user, password = self._internal
             # Both compared, in constant time, whatever the first says.
@@ -253,6 +277,14 @@ class BasicAuthenticator:
                 return succeed(user.decode("utf-8"))
         login = maybeDeferred(self.portal.login, credentials, None, IUser)
         return login.addCallback(lambda result: str(result[1]))
+
+    def stampOf(self, user: str) -> str | None:
+        """
+        What C{user}'s sessions are bound to (changes with their password), or
+        L{None} for an unknown user; the stages' internal account has no sessions.
+        """
+        stampOf = getattr(self.checker, "stampOf", None)
+        return None if stampOf is None else stampOf(user)
 
 
 def parseBasicHeader(header: str | None) -> UsernamePassword | None:

@@ -78,6 +78,13 @@ class LinkOwner:
     log = Logger()
     _link: LinkProtocol | None = None
 
+    @property
+    def linked(self) -> bool:
+        """
+        Whether the link to msgqueue is open now.
+        """
+        return self._link is not None and self._link.isOpen
+
     def linkOpened(self, link: LinkProtocol) -> None:
         self._link = link
 

@@ -21,6 +21,7 @@ from wsqueue.auth import DEMO_PASSWORD, DEMO_USER, BasicAuthenticator, Credentia
 from wsqueue.connection import Limits
 from wsqueue.link import QueueLink, QueueTarget
 from wsqueue.readiness import readyFileOf
+from wsqueue.signin import SecretError, Sessions, Tickets, loadSecret
 from wsqueue.tls import TLSConfigurationError, clientEndpoint, defaultCAPath, defaultCertDir, parseURL
 
 OptionTable = list[list[Any]]
@@ -239,6 +240,24 @@ class LinkOptions(usage.Options):
             self["queue-password"] = os.environ.get("WSQUEUE_QUEUE_PASSWORD", DEMO_PASSWORD)
 
 
+class SignInOptions(usage.Options):
+    """
+    Options of the daemons browsers sign in to (publisher, subscriber): tickets and
+    session cookies (see L{wsqueue.signin}).
+    """
+
+    optParameters: OptionTable = [
+        ["ticket-secret-file", None, None, (
+            "File holding the secret (at least 32 characters) that signs tickets and session cookies; give the "
+            "publisher and the subscriber the same file so that each accepts what the other issued "
+            "[default: a random secret per process]."
+        )],
+        ["ticket-ttl", None, 60.0, "How long a ticket from POST /ticket stays valid: 60, 90s, 5m.", _duration],
+        ["session-ttl", None, 8 * 3600.0, "How long a session cookie from POST /login stays valid: 8h, 30m, 1d.",
+         _duration],
+    ]
+
+
 class LinkedServerOptions(ServerOptions, LinkOptions):
     """
     Options of a stage that listens and links to msgqueue.
@@ -399,6 +418,30 @@ def buildAuthenticator(options: ServerOptions, reactor, log):
     except (CredentialsFileError, OSError) as e:
         raise StartupError(str(e))
     return options.authenticator
+
+
+def buildSignIn(options, reactor, log) -> tuple[Tickets, Sessions]:
+    """
+    The daemon's tickets and sessions, signed with C{--ticket-secret-file}'s secret.
+
+    One pair per daemon: the all-in-one daemon's publisher and subscriber share it,
+    and so its memory of used tickets.
+    """
+    existing = getattr(options, "signIn", None)
+    if existing is not None:
+        return existing
+    try:
+        secret = loadSecret(options["ticket-secret-file"])
+    except SecretError as e:
+        raise StartupError(str(e))
+    if options["ticket-secret-file"] is None:
+        log.info("no --ticket-secret-file: tickets and session cookies are valid only on this daemon")
+    authenticator = buildAuthenticator(options, reactor, log)
+    options.signIn = (
+        Tickets(secret, reactor, options["ticket-ttl"]),
+        Sessions(secret, reactor, options["session-ttl"], authenticator.stampOf),
+    )
+    return options.signIn
 
 
 def buildLink(options, reactor, path: str, owner, log, retryPolicy=None, startDelay: float = 0.0) -> QueueLink:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
+from typing import Protocol
 
 from autobahn.websocket.types import ConnectionRequest
 from twisted.internet.defer import Deferred
@@ -38,6 +39,17 @@ DEFAULT_PAUSE_LIMIT = 10.0
 their messages are refused with an Error instead."""
 
 
+class MessageOrigin(Protocol):
+    """
+    Who published a message, and hears msgqueue's answer to it: a WebSocket client
+    (L{PublishHandler}), or an HTTP request (L{wsqueue.web.publish}).
+    """
+
+    def acknowledge(self, clientId: wire.JSONId) -> None: ...
+
+    def refuse(self, error: wire.WireError) -> None: ...
+
+
 class _Held:
     """
     A message the forwarder holds until msgqueue acknowledges it.
@@ -46,7 +58,7 @@ class _Held:
     __slots__ = ("clientId", "content", "hasId", "origin", "seq", "topic")
 
     def __init__(
-        self, seq: int, topic: str, content: str, origin: PublishHandler, clientId: wire.JSONId, hasId: bool
+        self, seq: int, topic: str, content: str, origin: MessageOrigin, clientId: wire.JSONId, hasId: bool
     ) -> None:
         self.seq = seq
         self.topic = topic
@@ -99,7 +111,7 @@ class Forwarder(LinkOwner):
     def removeClient(self, client: PublishHandler) -> None:
         self.flow.removeSender(client)
 
-    def submit(self, message: wire.Message, origin: PublishHandler) -> wire.WireError | None:
+    def submit(self, message: wire.Message, origin: MessageOrigin) -> wire.WireError | None:
         """
         Take a client's message for msgqueue, or say why it cannot be taken.
         """

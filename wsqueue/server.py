@@ -6,7 +6,13 @@ closing every connection with 1001 when the daemon stops.
 
 Each endpoint (C{/pushmsg}, C{/popmsg}, C{/publish}, C{/subscribe}) is an
 L{EndpointHandler} subclass; the protocol creates one per connection after the
-client has authenticated.
+client has authenticated (L{wsqueue.access}: Basic, a ticket or a session cookie).
+
+The public daemons also answer plain HTTP on the same port (C{POST /ticket},
+C{/login}, C{POST /publish}, the console at C{/}): a request that is not a
+WebSocket handshake is handed, with the bytes read so far, to a twisted.web site
+(L{StageServerFactory.site}).  WebSockets stay on Autobahn's protocol from the
+first byte, so they cost nothing more than before.
 """
 
 from __future__ import annotations
@@ -19,11 +25,14 @@ from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.application.service import Service
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.server import Site
 
 from wsqueue import _compat, frames
 from wsqueue._compat import unsentBytes
+from wsqueue.access import Access, Forbidden
 from wsqueue.auth import UNAUTHORIZED_HEADERS, BasicAuthenticator
 from wsqueue.connection import (
     GOING_AWAY,
@@ -130,6 +139,37 @@ class StageServerProtocol(PausableReading, StageConnection, WebSocketServerProto
     endpoint's handler sets its own when it is made."""
     """Closed for passing Limits.maxPeerBuffer: nothing more is written."""
     _sendingClose: bool = False
+    httpChannel: IProtocol | None = None
+    """The twisted.web channel this connection was handed to, if it is plain HTTP."""
+
+    def processHandshake(self) -> None:
+        # Autobahn calls this with every read until the opening handshake is done;
+        # a request that is no WebSocket upgrade goes to the site, if there is one.
+        site = self.factory.site
+        if site is not None and isPlainHTTP(self.data):
+            self._serveHTTP(site)
+        else:
+            super().processHandshake()
+
+    def _serveHTTP(self, site) -> None:
+        assert self.transport is not None
+        channel = site.buildProtocol(self.transport.getPeer())
+        self.httpChannel = channel
+        _compat.cancelOpenHandshakeTimer(self)
+        data = _compat.takeHandshakeData(self)
+        channel.makeConnection(self.transport)
+        channel.dataReceived(data)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.httpChannel is not None:
+            self.httpChannel.dataReceived(data)
+        else:
+            super().dataReceived(data)
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        if self.httpChannel is not None:
+            self.httpChannel.connectionLost(reason)
+        super().connectionLost(reason)
 
     # Autobahn runs onConnect through txaio.as_future and waits for a Deferred, but
     # annotates only the synchronous results.
@@ -138,17 +178,19 @@ class StageServerProtocol(PausableReading, StageConnection, WebSocketServerProto
         route = self.factory.routes.get(request.path)
         if route is None:
             raise ConnectionDeny(404, f"no endpoint {request.path}; this server has {', '.join(sorted(self.factory.routes))}")
-        origin = request.headers.get("origin")
-        if origin is not None and not self.factory.allowsOrigin(origin, request.headers.get("host", "")):
+        access: Access = self.factory.access
+        try:
+            access.checkOrigin(request.headers)
+        except Forbidden:
             self.eventLog.info("refused {peer} on {path}: Origin {origin} is not allowed", peer=self.peer,
-                               path=self.path, origin=origin[:200])
+                               path=self.path, origin=request.headers["origin"][:200])
             raise ConnectionDeny(403, "Origin not allowed")
         if self.factory.unavailable is not None:
             raise ConnectionDeny(503, self.factory.unavailable)
-        d = self.factory.authenticator.authenticate(request.headers.get("authorization"))
-        d.addCallbacks(self._authenticated, self._refused, callbackArgs=(route, request))
-        d.addErrback(self._handlerFailed)
-        return d
+        tickets = request.params.get("ticket")
+        d = access.authenticate(request.headers, tickets[0] if tickets else None)
+        accepted: Deferred[None] = d.addCallbacks(self._authenticated, self._refused, callbackArgs=(route, request))
+        return accepted.addErrback(self._handlerFailed)
 
     def _authenticated(self, user: str, route: Route, request: ConnectionRequest) -> None:
         self.user = user
@@ -156,8 +198,14 @@ class StageServerProtocol(PausableReading, StageConnection, WebSocketServerProto
         self.handler = route(self, request)
 
     def _refused(self, failure: Failure) -> Deferred[None]:
-        failure.trap(UnauthorizedLogin)
-        self.eventLog.info("refused {peer} on {path}: missing or wrong credentials", peer=self.peer, path=self.path)
+        failure.trap(UnauthorizedLogin, Forbidden)
+        if failure.check(Forbidden):
+            self.eventLog.info("refused {peer} on {path}: {reason}", peer=self.peer, path=self.path,
+                               reason=failure.value)
+            raise ConnectionDeny(403, str(failure.value))
+        # The reason names what failed (a ticket expired, a session revoked), never the secret.
+        self.eventLog.info("refused {peer} on {path}: missing or wrong credentials ({reason})", peer=self.peer,
+                           path=self.path, reason=str(failure.value) or "wrong password")
         self.failHandshake("Unauthorized", 401, UNAUTHORIZED_HEADERS)
         # The handshake has been answered: this Deferred never fires.
         return Deferred()
@@ -249,6 +297,19 @@ class StageServerProtocol(PausableReading, StageConnection, WebSocketServerProto
             self._sendingClose = False
 
 
+def isPlainHTTP(data: bytes) -> bool:
+    """
+    Whether C{data}, the start of a connection, holds a whole HTTP request head
+    that is not a WebSocket handshake (no C{Upgrade} header, or not a C{GET}).
+    L{False} until the head has fully arrived.
+    """
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return False
+    head = data[:end + 2].lower()
+    return not head.startswith(b"get ") or b"\r\nupgrade:" not in head
+
+
 class StageServerFactory(WebSocketServerFactory):
     """
     The factory of one daemon's WebSocket server.
@@ -263,6 +324,12 @@ class StageServerFactory(WebSocketServerFactory):
     permittedOrigins: frozenset[str] = frozenset()
     """Web origins besides the daemon's own whose pages may open WebSockets
     (C{--allowed-origins}; see L{allowsOrigin})."""
+    siblingPorts: frozenset[int] = frozenset()
+    """Ports whose origins on the same host count as the daemon's own: the
+    all-in-one's publisher and subscriber, so that its console reaches both."""
+    site: Site | None = None
+    """The twisted.web site that answers plain HTTP requests on the same port, or
+    L{None} (msgqueue): they then get 400, as the Go system answered."""
 
     protocol = StageServerProtocol
 
@@ -277,6 +344,7 @@ class StageServerFactory(WebSocketServerFactory):
         super().__init__(reactor=reactor, server="wsqueue")
         self.routes = dict(routes)
         self.authenticator = authenticator
+        self.access = Access(authenticator, self.allowsOrigin)
         self.limits = limits
         self.connections: set[StageServerProtocol] = set()
         self.closing: dict[StageServerProtocol, Deferred[None]] = {}
@@ -295,7 +363,13 @@ class StageServerFactory(WebSocketServerFactory):
         if origin in self.permittedOrigins:
             return True
         host = host.strip().lower()
-        return bool(host) and origin in (f"https://{host}", f"http://{host}")
+        if not host:
+            return False
+        hosts = [host]
+        if self.siblingPorts:
+            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            hosts += [f"{name}:{port}" for port in self.siblingPorts]
+        return any(origin in (f"https://{each}", f"http://{each}") for each in hosts)
 
     def closeAll(self, code: int = GOING_AWAY, reason: str = "server shutting down") -> Deferred:
         """

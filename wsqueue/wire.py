@@ -260,6 +260,28 @@ def parsePublish(payload: bytes, isBinary: bool = False) -> Message | WireError:
     return parseMessageObject(obj)
 
 
+def parsePublishBody(payload: bytes) -> list[Message] | WireError:
+    """
+    Parse the body of an HTTP C{POST /publish}: one message object, or a non-empty
+    JSON array of them, each checked as on the WebSocket (L{parseMessageObject}).
+    All or nothing: the first bad message is the error (C{message N: reason} in an
+    array), and none is published.
+    """
+    obj = decodeJSON(payload)
+    if isinstance(obj, WireError):
+        return obj
+    items = [obj] if isinstance(obj, dict) else obj if isinstance(obj, list) and obj else None
+    if items is None:
+        return WireError('body must be a message object {"Topic": t, "Content": c} or a non-empty JSON array of them')
+    messages = []
+    for index, item in enumerate(items):
+        message = parseMessageObject(item)
+        if isinstance(message, WireError):
+            return WireError(message.reason if isinstance(obj, dict) else f"message {index}: {message.reason}")
+        messages.append(message)
+    return messages
+
+
 def parsePush(payload: bytes, isBinary: bool = False) -> list[Message | WireError] | WireError:
     """
     Parse a frame sent to msgqueue's C{/pushmsg}: one message object, a non-empty

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import resource
 import signal
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -17,14 +17,18 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IProtocolFactory, IStreamServerEndpoint
 from twisted.logger import Logger
+from twisted.web.resource import Resource
 from zope.interface import implementer
 
 from wsqueue._compat import raiseListenErrors
-from wsqueue.options import StartupError, buildAuthenticator, buildLink
+from wsqueue.access import Access
+from wsqueue.options import StartupError, buildAuthenticator, buildLink, buildSignIn
 from wsqueue.readiness import ReadyFile, readyFileOf
 from wsqueue.server import ConnectionCloser, StageServerFactory
 from wsqueue.tap._listen import Listener, describeAddress, listenersOf
 from wsqueue.tls import TLSConfigurationError
+from wsqueue.web.account import LoginResource, LogoutResource, SessionResource, TicketResource
+from wsqueue.web.site import Root, StageSite
 
 if TYPE_CHECKING:
     from wsqueue.broker import QueueBroker
@@ -289,3 +293,26 @@ def linkedStageService(
     service.factory = factory
     service.link = link
     return service
+
+
+def servePublicWeb(
+    options, reactor, factory: StageServerFactory, routes: Callable[[Access], Mapping[bytes, Resource]]
+) -> Access:
+    """
+    Give a public daemon's server (publisher, subscriber) browser sign-in and its
+    HTTP side: tickets and session cookies accepted on its WebSockets, and a site
+    for plain HTTP requests on the same port with C{/login}, C{/logout},
+    C{/session}, C{/ticket} and the stage's own C{routes(access)}.
+    """
+    tickets, sessions = buildSignIn(options, reactor, log)
+    access = Access(factory.authenticator, factory.allowsOrigin, tickets, sessions)
+    factory.access = access
+    children = {
+        b"login": LoginResource(access, sessions),
+        b"logout": LogoutResource(access, sessions),
+        b"session": SessionResource(access),
+        b"ticket": TicketResource(access, tickets),
+        **routes(access),
+    }
+    factory.site = StageSite(Root(children), reactor, options["max-message-size"])
+    return access

@@ -137,12 +137,14 @@ def makeService(options: Options, reactor=None) -> MultiService:
         service = StopInOrder()
         # msgqueue always listens with TLS on its port: the stages link to it over wss://.
         msgqueue.buildMsgQueue(options, reactor, options["msgqueue-port"], listen=()).setServiceParent(service)
-        publisher.buildPublisher(
-            options, reactor, options["publisher-port"], listen=options["publisher-listen"]
-        ).setServiceParent(service)
-        subscriber.buildSubscriber(
-            options, reactor, options["subscriber-port"], listen=options["subscriber-listen"]
-        ).setServiceParent(service)
+        stages = [
+            publisher.buildPublisher(options, reactor, options["publisher-port"], listen=options["publisher-listen"]),
+            subscriber.buildSubscriber(options, reactor, options["subscriber-port"], listen=options["subscriber-listen"]),
+        ]
+        for stage in stages:
+            # The console on the subscriber's port publishes to the publisher's: both are this daemon's own origins.
+            stage.factory.siblingPorts = frozenset(options[f"{name}-port"] for name in STAGE_PORTS)
+            stage.setServiceParent(service)
         return service
 
     return daemonService("wsqueue", options, reactor, build)

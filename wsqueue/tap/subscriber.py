@@ -15,16 +15,19 @@ from wsqueue import wire
 from wsqueue.options import (
     LinkedServerOptions,
     OptionTable,
+    SignInOptions,
     _nonNegativeFloat,
     _positiveInt,
     defaultGroup,
     listenerName,
 )
 from wsqueue.subscriber import DEFAULT_MAX_CLIENT_BUFFER, QueueReader, TopicRegistry, makeSubscriberFactory
-from wsqueue.tap._common import StopInOrder, daemonService, linkedStageService
+from wsqueue.tap._common import StopInOrder, daemonService, linkedStageService, servePublicWeb
+from wsqueue.web.console import DEFAULT_PUBLISHER_PORT, consoleRoutes
+from wsqueue.web.site import WebSocketOnly
 
 
-class Options(LinkedServerOptions):
+class Options(LinkedServerOptions, SignInOptions):
     synopsis = "[options]"
     longdesc = "subscriber: clients subscribe to topics on /subscribe and receive the messages read from msgqueue."
     defaultPort = 8082
@@ -36,6 +39,8 @@ class Options(LinkedServerOptions):
         ["resume-grace", None, 0.0,
          "Seconds to wait after start before reading msgqueue, so clients can subscribe again after a restart.",
          _nonNegativeFloat],
+        ["publisher-url", None, None, ("The publisher's wss:// URL of /publish, where the web console at / "
+                                       "publishes [default: port 8081 on the host name the page came from].")],
     ]
 
     def postOptions(self) -> None:
@@ -59,10 +64,16 @@ def buildSubscriber(
     def makeFactory(owner, authenticator, limits, reactor):
         return makeSubscriberFactory(owner, authenticator, limits, reactor, options["max-client-buffer"])
 
-    return linkedStageService(
+    service = linkedStageService(
         options, reactor, reader, makeFactory, path, port, retryPolicy, startDelay=options["resume-grace"],
         stage="subscriber", listen=listen,
     )
+    publisherPort = options.get("publisher-port") or DEFAULT_PUBLISHER_PORT
+    servePublicWeb(options, reactor, service.factory, lambda access: {
+        b"subscribe": WebSocketOnly("/subscribe"),
+        **consoleRoutes(options["publisher-url"], publisherPort),
+    })
+    return service
 
 
 def makeService(options: Options, reactor=None) -> MultiService:
