@@ -223,6 +223,11 @@ class SignInTests(TestCase):
         await withTimeout(refused.ended, what="curl to exit")
         self.assertTrue((await responseHead(refused)).startswith(b"HTTP/1.1 401"), refused.err)
 
+        # The refusals are logged with their reason, never with the ticket.
+        self.assertIn("missing or wrong credentials (ticket: already used)", publisher.logText())
+        self.assertIn("missing or wrong credentials (ticket: bad signature)", publisher.logText())
+        self.assertNotIn(ticket, publisher.logText() + subscriber.logText())
+
         response = await curlHTTP(subscriber.port, "/ticket", "-X", "POST")
         self.assertEqual((response.status, response.json), (401, {"Error": "missing or wrong credentials"}))
         response = await curlHTTP(subscriber.port, "/ticket", *basic(), *FOREIGN, "-X", "POST")
@@ -281,6 +286,8 @@ class SignInTests(TestCase):
         self.assertRegex(response.headers["set-cookie"], r"^wsqueue_session=;.*Max-Age=0")
         response = await curlHTTP(subscriber.port, "/logout", *FOREIGN, "-X", "POST")
         self.assertEqual(response.status, 403, response)
+        self.assertIn("signed in as hello", subscriber.logText())
+        self.assertNotIn(session.split("=", 1)[1], subscriber.logText() + publisher.logText())
 
     async def test_passwordChangeEndsSessions(self) -> None:
         """

@@ -94,14 +94,14 @@ class Access:
         try:
             return succeed(self.tickets.redeem(ticket))
         except InvalidToken as e:
-            return fail(UnauthorizedLogin(f"ticket {e.reason}"))
+            return fail(UnauthorizedLogin(f"ticket: {e.reason}"))
 
     def _session(self, cookie: str) -> Deferred[str]:
         assert self.sessions is not None
         try:
             return succeed(self.sessions.verify(cookie))
         except InvalidToken as e:
-            return fail(UnauthorizedLogin(f"session {e.reason}"))
+            return fail(UnauthorizedLogin(f"session: {e.reason}"))
 
     def sessionUser(self, headers: Mapping[str, str]) -> str | None:
         """
