@@ -187,9 +187,10 @@ class ServerOptions(usage.Options):
             raise usage.UsageError(f"--allowed-origins: {e}")
 
     opt_allowed_origins.__doc__ = (
-        "A web origin (https://app.example.org) whose pages may open WebSockets here; repeatable; 'null' "
-        "for pages without one. Handshakes whose Origin is not listed, nor this daemon's own, get 403; "
-        "clients that send no Origin (not browsers) are unaffected [default: only the daemon's own origin]."
+        "A web origin (https://app.example.org) whose pages may open WebSockets and send POSTs here; "
+        "repeatable; 'null' for pages without one. Requests whose Origin is not listed, nor this daemon's "
+        "own, get 403; clients that send no Origin (not browsers) are unaffected, but a session cookie is "
+        "only accepted with an allowed Origin [default: only the daemon's own origin]."
     )
 
     def postOptions(self) -> None:
