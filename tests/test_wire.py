@@ -395,11 +395,15 @@ class ParseSubscribeTests(SynchronousTestCase):
 
     def test_badTopicText(self) -> None:
         """
-        A text command's topic is validated like a published one.
+        A text command's topic is validated like a JSON one's: a topic or a
+        pattern whose wildcards are whole tokens.
         """
         self.assertEqual(
-            wire.parseSubscribe(b"sub a*"), WireError("Topic must not contain '*' or '>' (reserved for wildcards)")
+            wire.parseSubscribe(b"sub a*"),
+            WireError("'*' and '>' must be whole tokens between dots (as in news.* or news.>), not 'a*'"),
         )
+        self.assertEqual(wire.parseSubscribe(b"sub news.>"), Subscription("news.>", True))
+        self.assertEqual(wire.parseSubscribe(b'{"Topic": "a.*", "Content": "sub"}'), Subscription("a.*", True))
         self.assertEqual(
             wire.parseSubscribe(b"sub " + b"t" * (MAX_TOPIC_LENGTH + 1)),
             WireError(f"Topic is longer than {MAX_TOPIC_LENGTH} characters"),

@@ -23,13 +23,17 @@ from autobahn.websocket.types import ConnectionRequest
 from twisted.logger import Logger
 
 from wsqueue import frames, wire
+from wsqueue.acl import ACL
 from wsqueue.auth import BasicAuthenticator
 from wsqueue.coalesce import CoalescedCall
 from wsqueue.connection import Limits
 from wsqueue.link import LinkOwner, LinkProtocol
 from wsqueue.server import EndpointHandler, StageServerFactory, StageServerProtocol
+from wsqueue.topics import TopicTrie, isPattern
 
 MAX_SUBSCRIPTIONS_PER_CLIENT = 10_000
+NOT_ALLOWED = "not allowed"
+"""The Error for what the ACL (C{--acl}) does not allow the user."""
 DEFAULT_MAX_CLIENT_BUFFER = 1024 * 1024
 ACK_EVERY = 100
 ACK_DELAY = 0.02
@@ -39,31 +43,81 @@ RECENT_OFFSETS = 100_000
 msgqueue's window of unacknowledged messages per consumer)."""
 
 
+MATCHES_REMEMBERED = 10_000
+"""Topics whose matching clients the registry remembers while wildcard
+subscriptions exist (forgotten at once when any wildcard subscription changes)."""
+
+_NOBODY: frozenset = frozenset()
+
+
 class TopicRegistry:
     """
-    Which clients are subscribed to which topic.
+    Which clients are subscribed to which topic or pattern (C{news.*}, C{news.>};
+    see L{wsqueue.topics}).
+
+    Exact topics are a dictionary look-up, as before wildcards.  Patterns live in
+    a L{TopicTrie}; what a topic's message goes to (its exact subscribers and
+    every matching pattern's, each client once) is remembered per topic until a
+    wildcard subscription changes, so a stream of messages costs one look-up each.
     """
 
     def __init__(self) -> None:
         self._byTopic: dict[str, set[SubscribeHandler]] = {}
+        self._patterns: TopicTrie[SubscribeHandler] = TopicTrie()
+        self._matches: dict[str, set[SubscribeHandler] | frozenset[SubscribeHandler]] = {}
         self.slowConsumersClosed = 0
 
     def subscribe(self, topic: str, client: SubscribeHandler) -> None:
-        self._byTopic.setdefault(topic, set()).add(client)
+        if isPattern(topic):
+            self._patterns.add(topic, client)
+            self._matches.clear()
+        else:
+            self._byTopic.setdefault(topic, set()).add(client)
+            self._matches.pop(topic, None)
 
     def unsubscribe(self, topic: str, client: SubscribeHandler) -> None:
+        if isPattern(topic):
+            self._patterns.discard(topic, client)
+            self._matches.clear()
+            return
         clients = self._byTopic.get(topic)
         if clients is not None:
             clients.discard(client)
             if not clients:
                 del self._byTopic[topic]
+            self._matches.pop(topic, None)
 
-    def subscribers(self, topic: str) -> set[SubscribeHandler]:
-        return self._byTopic.get(topic, set())
+    def subscribers(self, topic: str) -> set[SubscribeHandler] | frozenset[SubscribeHandler]:
+        """
+        The clients a message on C{topic} goes to, each once however many of its
+        subscriptions match.  Not to be changed by the caller.
+        """
+        if not self._patterns:
+            return self._byTopic.get(topic, _NOBODY)
+        found = self._matches.get(topic)
+        if found is None:
+            found = self._patterns.match(topic)
+            exact = self._byTopic.get(topic)
+            if exact:
+                found |= exact
+            if len(self._matches) >= MATCHES_REMEMBERED:
+                self._matches.clear()
+            self._matches[topic] = found
+        return found
 
     @property
     def topics(self) -> int:
+        """
+        How many exact topics have subscribers.
+        """
         return len(self._byTopic)
+
+    @property
+    def patterns(self) -> int:
+        """
+        How many (pattern, client) wildcard subscriptions there are.
+        """
+        return len(self._patterns)
 
 
 class QueueReader(LinkOwner):
@@ -206,6 +260,8 @@ class SubscribeHandler(EndpointHandler):
         self.maxClientBuffer = maxClientBuffer
         connection.peerBufferLimit = maxClientBuffer
         self.topics: set[str] = set()
+        self.aclFile = connection.factory.acl
+        self.user = connection.user or ""
 
     def received(self, payload: bytes, isBinary: bool) -> None:
         request = wire.parseSubscribe(payload, isBinary)
@@ -213,6 +269,9 @@ class SubscribeHandler(EndpointHandler):
             self.connection.sendError(request)
             return
         if request.subscribe:
+            if self.aclFile is not None and not self.aclFile.acl.maySubscribe(self.user, request.topic):
+                self.connection.sendError(wire.WireError(NOT_ALLOWED, request.id, request.hasId))
+                return
             if request.topic not in self.topics and len(self.topics) >= MAX_SUBSCRIPTIONS_PER_CLIENT:
                 self.connection.sendError(
                     wire.WireError(f"at most {MAX_SUBSCRIPTIONS_PER_CLIENT} subscriptions per connection", request.id, request.hasId)
@@ -228,6 +287,17 @@ class SubscribeHandler(EndpointHandler):
 
     def closed(self) -> None:
         self._forget()
+
+    def aclChanged(self, acl: ACL) -> None:
+        """
+        End the subscriptions the new ACL no longer allows, each with an Error
+        frame naming it (C{{"Error": "not allowed", "Topic": t}}).
+        """
+        for topic in sorted(self.topics):
+            if not acl.maySubscribe(self.user, topic):
+                self.topics.discard(topic)
+                self.registry.unsubscribe(topic, self)
+                self.connection.send(wire.encode({"Error": NOT_ALLOWED, "Topic": topic}))
 
     def _forget(self) -> None:
         for topic in self.topics:
@@ -246,6 +316,17 @@ class SubscribeHandler(EndpointHandler):
         if connection.slowConsumer:
             self.registry.slowConsumersClosed += 1
             self._forget()
+
+
+def endForbiddenSubscriptions(factory: StageServerFactory, acl: ACL) -> None:
+    """
+    After the ACL changed: end, on every connection, the subscriptions it no
+    longer allows.
+    """
+    for connection in list(factory.connections):
+        handler = connection.handler
+        if isinstance(handler, SubscribeHandler):
+            handler.aclChanged(acl)
 
 
 def makeSubscriberFactory(

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring
 from typing import Any
 
+from wsqueue.topics import checkWildcards
+
 MAX_TOPIC_LENGTH = 256
 MAX_ID_LENGTH = 128
 
@@ -141,6 +143,31 @@ def checkTopic(topic: object) -> str | None:
     """
     if type(topic) is str and topic in _validTopics:
         return None
+    problem = _checkTopicText(topic)
+    if problem is not None or not isinstance(topic, str):
+        return problem
+    if _RESERVED_TOPIC_CHARACTERS.search(topic):
+        return "Topic must not contain '*' or '>' (reserved for wildcards)"
+    if len(_validTopics) >= VALID_TOPICS_REMEMBERED:
+        _validTopics.clear()
+    _validTopics.add(topic)
+    return None
+
+
+def checkPattern(pattern: object) -> str | None:
+    """
+    Say what is wrong with a subscription's C{Topic}, or return L{None}: a topic,
+    or a pattern with NATS's wildcards (C{news.*}, C{news.>}; see L{wsqueue.topics}).
+    """
+    if type(pattern) is str and pattern in _validTopics:
+        return None
+    problem = _checkTopicText(pattern)
+    if problem is not None or not isinstance(pattern, str):
+        return problem
+    return checkWildcards(pattern)
+
+
+def _checkTopicText(topic: object) -> str | None:
     if not isinstance(topic, str):
         return "Topic must be a string"
     if not topic:
@@ -149,14 +176,7 @@ def checkTopic(topic: object) -> str | None:
         return f"Topic is longer than {MAX_TOPIC_LENGTH} characters"
     if _BAD_TOPIC_CHARACTERS.search(topic):
         return "Topic must not contain whitespace or control characters"
-    if _RESERVED_TOPIC_CHARACTERS.search(topic):
-        return "Topic must not contain '*' or '>' (reserved for wildcards)"
-    problem = _unpairedSurrogate("Topic", topic)
-    if problem is None:
-        if len(_validTopics) >= VALID_TOPICS_REMEMBERED:
-            _validTopics.clear()
-        _validTopics.add(topic)
-    return problem
+    return _unpairedSurrogate("Topic", topic)
 
 
 def _unpairedSurrogate(name: str, text: str) -> str | None:
@@ -341,7 +361,7 @@ def parseSubscribe(payload: bytes, isBinary: bool = False) -> Subscription | Wir
     # An object or array is unhashable: looking it up in a dict raises TypeError.
     if not isinstance(command, str) or command not in _COMMANDS:
         return WireError('Content must be "sub" or "unsub"', requestId, hasId)
-    problem = checkTopic(obj.get("Topic"))
+    problem = checkPattern(obj.get("Topic"))
     if problem is not None:
         return WireError(problem, requestId, hasId)
     return Subscription(obj["Topic"], _COMMANDS[command], requestId, hasId)
@@ -357,7 +377,7 @@ def _parseSubscribeText(line: bytes) -> Subscription | WireError:
             'unknown command: send "sub TOPIC", "unsub TOPIC" or '
             '{"Topic": TOPIC, "Content": "sub"}'
         )
-    problem = checkTopic(words[1])
+    problem = checkPattern(words[1])
     if problem is not None:
         return WireError(problem)
     return Subscription(words[1], _COMMANDS[words[0]])
