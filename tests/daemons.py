@@ -535,18 +535,20 @@ class DaemonPipeline:
 
 
 def startDaemonPipeline(
-    testCase: TestCase, publishers: int = 1, subscribers: Sequence[Sequence[str]] = ((),), msgqueueArgs: Sequence[str] = ()
+    testCase: TestCase, publishers: int = 1, subscribers: Sequence[Sequence[str]] = ((),), msgqueueArgs: Sequence[str] = (),
+    publisherArgs: Sequence[str] = (),
 ) -> Deferred[DaemonPipeline]:
     """
     Start msgqueue, then C{publishers} publisher daemons and one subscriber daemon per
     entry of C{subscribers} (its extra arguments, e.g. C{("--group", "g")}) at once;
     fire once every daemon listens and every link to msgqueue is open.
+    C{publisherArgs} are given to every publisher.
     """
 
     async def start() -> DaemonPipeline:
         msgqueue = await startDaemon(testCase, "wsqueue-msgqueue", *msgqueueArgs)
         queue = ("--queue", msgqueue.url)
-        specs = [("wsqueue-publisher", *queue)] * publishers + [
+        specs = [("wsqueue-publisher", *queue, *publisherArgs)] * publishers + [
             ("wsqueue-subscriber", *queue, *args) for args in subscribers
         ]
         stages = await startDaemons(testCase, *specs)

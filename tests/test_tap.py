@@ -419,7 +419,8 @@ class SubscriberOptionsTests(SynchronousTestCase):
         options.parseOptions(["--cert-dir", folder, "--max-client-buffer", "4096", "--resume-grace", "2.5"])
         service = subscriber.makeService(options, reactor=MemoryReactorClock())
         self.assertEqual(service.link.startDelay, 2.5)
-        handler = service.factory.routes["/subscribe"](type("C", (), {})(), None)
+        connection = type("C", (), {"factory": service.factory, "user": "hello"})()
+        handler = service.factory.routes["/subscribe"](connection, None)
         self.assertEqual(handler.maxClientBuffer, 4096)
         # The same bound for everything else queued for a client (Acks, pongs).
         self.assertEqual(service.factory.limits.maxPeerBuffer, 4096)

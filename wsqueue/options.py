@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from twisted.python import usage
 
+from wsqueue.acl import ACLError, ACLFile
 from wsqueue.auth import DEMO_PASSWORD, DEMO_USER, BasicAuthenticator, CredentialsFileError, makeAuthenticator
 from wsqueue.connection import Limits
 from wsqueue.link import QueueLink, QueueTarget
@@ -241,13 +242,18 @@ class LinkOptions(usage.Options):
             self["queue-password"] = os.environ.get("WSQUEUE_QUEUE_PASSWORD", DEMO_PASSWORD)
 
 
-class SignInOptions(usage.Options):
+class PublicOptions(usage.Options):
     """
-    Options of the daemons browsers sign in to (publisher, subscriber): tickets and
-    session cookies (see L{wsqueue.signin}).
+    Options of the daemons clients use (publisher, subscriber): browser sign-in
+    with tickets and session cookies (see L{wsqueue.signin}), and topic permissions.
     """
 
     optParameters: OptionTable = [
+        ["acl", None, None, (
+            "File of topic permissions, one rule per line: USER publish|subscribe PATTERN ('*' as USER for "
+            "everyone; patterns as news.* or news.>); anything not allowed is refused. Re-read when it "
+            "changes [default: none: every user may publish and subscribe to everything]."
+        )],
         ["ticket-secret-file", None, None, (
             "File holding the secret (at least 32 characters) that signs tickets and session cookies; give the "
             "publisher and the subscriber the same file so that each accepts what the other issued "
@@ -443,6 +449,23 @@ def buildSignIn(options, reactor, log) -> tuple[Tickets, Sessions]:
         Sessions(secret, reactor, options["session-ttl"], authenticator.stampOf),
     )
     return options.signIn
+
+
+def buildACL(options, reactor, log) -> ACLFile | None:
+    """
+    The daemon's topic permissions (C{--acl}), or L{None} without the option; one
+    per daemon (the all-in-one daemon's publisher and subscriber share it).
+    """
+    if options["acl"] is None:
+        return None
+    existing = getattr(options, "aclFile", None)
+    if existing is not None:
+        return existing
+    try:
+        options.aclFile = ACLFile(options["acl"], reactor)
+    except ACLError as e:
+        raise StartupError(str(e))
+    return options.aclFile
 
 
 def buildLink(options, reactor, path: str, owner, log, retryPolicy=None, startDelay: float = 0.0) -> QueueLink:

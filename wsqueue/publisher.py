@@ -34,6 +34,8 @@ from wsqueue.server import EndpointHandler, StageServerFactory, StageServerProto
 
 BATCH_MESSAGES = 1000
 BATCH_BYTES = 256 * 1024
+NOT_ALLOWED = "not allowed"
+"""The Error for what the ACL (C{--acl}) does not allow the user."""
 DEFAULT_PAUSE_LIMIT = 10.0
 """Seconds publishing clients stay paused (half the default ping interval) before
 their messages are refused with an Error instead."""
@@ -254,6 +256,8 @@ class PublishHandler(EndpointHandler):
     def __init__(self, connection: StageServerProtocol, request: ConnectionRequest, forwarder: Forwarder) -> None:
         super().__init__(connection, request)
         self.forwarder = forwarder
+        self.aclFile = connection.factory.acl
+        self.user = connection.user or ""
 
     def opened(self) -> None:
         self.forwarder.addClient(self)
@@ -264,7 +268,10 @@ class PublishHandler(EndpointHandler):
     def received(self, payload: bytes, isBinary: bool) -> None:
         message: wire.Message | wire.WireError | None = wire.parsePublish(payload, isBinary)
         if isinstance(message, wire.Message):
-            message = self.forwarder.submit(message, self)
+            if self.aclFile is not None and not self.aclFile.acl.mayPublish(self.user, message.topic):
+                message = wire.WireError(NOT_ALLOWED, message.id, message.hasId)
+            else:
+                message = self.forwarder.submit(message, self)
         if message is not None:
             self.connection.sendError(message)
 

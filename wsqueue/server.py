@@ -33,6 +33,7 @@ from twisted.web.server import Site
 from wsqueue import _compat, frames
 from wsqueue._compat import unsentBytes
 from wsqueue.access import Access, Forbidden
+from wsqueue.acl import ACLFile
 from wsqueue.auth import UNAUTHORIZED_HEADERS, BasicAuthenticator
 from wsqueue.connection import (
     GOING_AWAY,
@@ -327,6 +328,8 @@ class StageServerFactory(WebSocketServerFactory):
     siblingPorts: frozenset[int] = frozenset()
     """Ports whose origins on the same host count as the daemon's own: the
     all-in-one's publisher and subscriber, so that its console reaches both."""
+    acl: ACLFile | None = None
+    """Topic permissions (C{--acl}) the endpoints apply, or L{None}: everything allowed."""
     site: Site | None = None
     """The twisted.web site that answers plain HTTP requests on the same port, or
     L{None} (msgqueue): they then get 400, as the Go system answered."""

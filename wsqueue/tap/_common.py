@@ -22,7 +22,8 @@ from zope.interface import implementer
 
 from wsqueue._compat import raiseListenErrors
 from wsqueue.access import Access
-from wsqueue.options import StartupError, buildAuthenticator, buildLink, buildSignIn
+from wsqueue.acl import ACLFile
+from wsqueue.options import StartupError, buildACL, buildAuthenticator, buildLink, buildSignIn
 from wsqueue.readiness import ReadyFile, readyFileOf
 from wsqueue.server import ConnectionCloser, StageServerFactory
 from wsqueue.tap._listen import Listener, describeAddress, listenersOf
@@ -295,15 +296,37 @@ def linkedStageService(
     return service
 
 
+class WatchACL(Service):
+    """
+    Re-reads the ACL file while the daemon runs (L{ACLFile.start}).
+    """
+
+    def __init__(self, aclFile: ACLFile) -> None:
+        self.aclFile = aclFile
+
+    def startService(self) -> None:
+        super().startService()
+        self.aclFile.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.aclFile.stop()
+
+
 def servePublicWeb(
-    options, reactor, factory: StageServerFactory, routes: Callable[[Access], Mapping[bytes, Resource]]
+    options, reactor, service: StopInOrder, routes: Callable[[Access], Mapping[bytes, Resource]]
 ) -> Access:
     """
-    Give a public daemon's server (publisher, subscriber) browser sign-in and its
-    HTTP side: tickets and session cookies accepted on its WebSockets, and a site
-    for plain HTTP requests on the same port with C{/login}, C{/logout},
-    C{/session}, C{/ticket} and the stage's own C{routes(access)}.
+    Give a public daemon (publisher, subscriber) its topic permissions (C{--acl}),
+    browser sign-in and its HTTP side: tickets and session cookies accepted on its
+    WebSockets, and a site for plain HTTP requests on the same port with
+    C{/login}, C{/logout}, C{/session}, C{/ticket} and the stage's own
+    C{routes(access)}.
     """
+    factory = service.factory
+    factory.acl = buildACL(options, reactor, log)
+    if factory.acl is not None:
+        WatchACL(factory.acl).setServiceParent(service)
     tickets, sessions = buildSignIn(options, reactor, log)
     access = Access(factory.authenticator, factory.allowsOrigin, tickets, sessions)
     factory.access = access

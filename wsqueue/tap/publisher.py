@@ -9,13 +9,13 @@ from collections.abc import Sequence
 
 from twisted.application.service import MultiService
 
-from wsqueue.options import LinkedServerOptions, OptionTable, SignInOptions, _positiveInt
+from wsqueue.options import LinkedServerOptions, OptionTable, PublicOptions, _positiveInt
 from wsqueue.publisher import BATCH_BYTES, Forwarder, makePublisherFactory
 from wsqueue.tap._common import CallOnStop, StopInOrder, daemonService, linkedStageService, servePublicWeb
 from wsqueue.web.publish import PublishResource
 
 
-class Options(LinkedServerOptions, SignInOptions):
+class Options(LinkedServerOptions, PublicOptions):
     synopsis = "[options]"
     longdesc = "publisher: clients publish {\"Topic\": t, \"Content\": c} on /publish; messages are forwarded to msgqueue."
     defaultPort = 8081
@@ -38,8 +38,10 @@ def buildPublisher(
     service = linkedStageService(
         options, reactor, forwarder, makePublisherFactory, path, port, retryPolicy, stage="publisher", listen=listen
     )
-    servePublicWeb(options, reactor, service.factory, lambda access: {
-        b"publish": PublishResource(access, forwarder, reactor, timeout=options["ping-interval"] / 2),
+    servePublicWeb(options, reactor, service, lambda access: {
+        b"publish": PublishResource(
+            access, forwarder, reactor, timeout=options["ping-interval"] / 2, acl=service.factory.acl
+        ),
     })
     # Stopped first: refuse new messages, and wait for msgqueue to acknowledge the rest.
     CallOnStop(forwarder.drain).setServiceParent(service)

@@ -15,19 +15,25 @@ from wsqueue import wire
 from wsqueue.options import (
     LinkedServerOptions,
     OptionTable,
-    SignInOptions,
+    PublicOptions,
     _nonNegativeFloat,
     _positiveInt,
     defaultGroup,
     listenerName,
 )
-from wsqueue.subscriber import DEFAULT_MAX_CLIENT_BUFFER, QueueReader, TopicRegistry, makeSubscriberFactory
+from wsqueue.subscriber import (
+    DEFAULT_MAX_CLIENT_BUFFER,
+    QueueReader,
+    TopicRegistry,
+    endForbiddenSubscriptions,
+    makeSubscriberFactory,
+)
 from wsqueue.tap._common import StopInOrder, daemonService, linkedStageService, servePublicWeb
 from wsqueue.web.console import DEFAULT_PUBLISHER_PORT, consoleRoutes
 from wsqueue.web.site import WebSocketOnly
 
 
-class Options(LinkedServerOptions, SignInOptions):
+class Options(LinkedServerOptions, PublicOptions):
     synopsis = "[options]"
     longdesc = "subscriber: clients subscribe to topics on /subscribe and receive the messages read from msgqueue."
     defaultPort = 8082
@@ -69,10 +75,13 @@ def buildSubscriber(
         stage="subscriber", listen=listen,
     )
     publisherPort = options.get("publisher-port") or DEFAULT_PUBLISHER_PORT
-    servePublicWeb(options, reactor, service.factory, lambda access: {
+    servePublicWeb(options, reactor, service, lambda access: {
         b"subscribe": WebSocketOnly("/subscribe"),
         **consoleRoutes(options["publisher-url"], publisherPort),
     })
+    factory = service.factory
+    if factory.acl is not None:
+        factory.acl.addListener(lambda acl: endForbiddenSubscriptions(factory, acl))
     return service
 
 

@@ -19,7 +19,8 @@ from twisted.web.server import Request
 
 from wsqueue import wire
 from wsqueue.access import Access
-from wsqueue.publisher import Forwarder
+from wsqueue.acl import ACLFile
+from wsqueue.publisher import NOT_ALLOWED, Forwarder
 from wsqueue.web.site import AuthenticatedResource, answer, jsonBody
 
 UNREACHABLE = "msgqueue is unreachable; nothing was published"
@@ -84,11 +85,12 @@ class PublishResource(AuthenticatedResource):
     @ivar timeout: seconds to wait for msgqueue's acknowledgements before 503.
     """
 
-    def __init__(self, access: Access, forwarder: Forwarder, clock, timeout: float) -> None:
+    def __init__(self, access: Access, forwarder: Forwarder, clock, timeout: float, acl: ACLFile | None = None) -> None:
         super().__init__(access)
         self.forwarder = forwarder
         self.clock = clock
         self.timeout = timeout
+        self.aclFile = acl
 
     def render_GET(self, request: Request) -> bytes:
         return jsonBody(request, 400, {
@@ -96,14 +98,20 @@ class PublishResource(AuthenticatedResource):
         })
 
     def render_POST(self, request: Request) -> int:
-        return self.authenticated(request, lambda user: self._publish(request))
+        return self.authenticated(request, lambda user: self._publish(user, request))
 
-    def _publish(self, request: Request) -> None:
+    def _publish(self, user: str, request: Request) -> None:
         assert request.content is not None
         messages = wire.parsePublishBody(request.content.getvalue())
         if isinstance(messages, wire.WireError):
             answer(request, 400, {"Error": messages.reason})
             return
+        if self.aclFile is not None:
+            acl = self.aclFile.acl
+            forbidden = [message.topic for message in messages if not acl.mayPublish(user, message.topic)]
+            if forbidden:
+                answer(request, 403, {"Error": f"{NOT_ALLOWED}: {forbidden[0]}"})
+                return
         if not self.forwarder.linked:
             answer(request, 503, {"Error": UNREACHABLE, "Acked": 0})
             return
