@@ -99,15 +99,83 @@ class StoreConformanceMixin:
     network (Redis) runs the very same suite as those that answer at once.
     """
 
-    def makeStore(self):
+    def makeStore(self, historyKeep: int = 0):
         raise NotImplementedError
 
     async def setUp(self) -> None:
         self.clock = Clock()
-        store = self.makeStore()
+        await self.useStore()
+
+    async def useStore(self, historyKeep: int = 0) -> None:
+        store = self.makeStore(historyKeep=historyKeep)
         if inspect.isawaitable(store):
             store = await store
         self.store = store
+
+    async def consumeAll(self) -> None:
+        """
+        One group reads and acknowledges everything stored.
+        """
+        offsets = await self.read("g", "c", 1000)
+        await self.store.ack("g", offsets)
+
+    async def historyOffsets(self, pattern: str, after: int, limit: int = 100) -> tuple[list[int], bool]:
+        history = await self.store.history(pattern, after, limit)
+        self.assertEqual(history.epoch, self.store.epoch)
+        return [entry.offset for entry in history.entries], history.complete
+
+    async def test_historyByTopic(self) -> None:
+        """
+        The newest historyKeep entries stay after every group has them, and a
+        history read gives a topic's entries above an offset, in order, with
+        their contents, and says it is all of them.
+        """
+        await self.useStore(historyKeep=10)
+        await self.append("a", "b", "a", "c", "a")
+        await self.consumeAll()
+        self.assertEqual((self.store.retained, self.store.backlog), (5, 0))
+        history = await self.store.history("a", 0, 10)
+        self.assertEqual([(entry.offset, entry.topic, entry.content) for entry in history.entries],
+                         [(1, "a", "c-a"), (3, "a", "c-a"), (5, "a", "c-a")])
+        self.assertEqual((history.latest, history.complete), (5, True))
+        self.assertEqual(await self.historyOffsets("a", 3), ([5], True))
+        self.assertEqual(await self.historyOffsets("a", 5), ([], True))
+        self.assertEqual(await self.historyOffsets("nothing", 0), ([], True))
+
+    async def test_historyPatterns(self) -> None:
+        await self.useStore(historyKeep=10)
+        await self.append("news.eu", "news.us", "sport", "news.eu.fr", "news.eu")
+        self.assertEqual(await self.historyOffsets("news.*", 0), ([1, 2, 5], True))
+        self.assertEqual(await self.historyOffsets("news.>", 1), ([2, 4, 5], True))
+        self.assertEqual(await self.historyOffsets("*.eu", 0), ([1, 5], True))
+        self.assertEqual(await self.historyOffsets(">", 3), ([4, 5], True))
+
+    async def test_historyIncomplete(self) -> None:
+        """
+        Not all of it: more than the limit, entries older than historyKeep gone,
+        or dropped by retention.
+        """
+        await self.useStore(historyKeep=3)
+        await self.append("a", "a", "a", "a", "a")
+        self.assertEqual((await self.store.history("a", 0, 3)).complete, False)
+        await self.consumeAll()
+        self.assertEqual((self.store.retained, self.store.backlog), (3, 0))
+        self.assertEqual((await self.historyOffsets("a", 0))[1], False)
+        self.assertEqual(await self.historyOffsets("a", 2), ([3, 4, 5], True))
+        await self.store.applyRetention(1, None, None)
+        self.assertEqual((await self.historyOffsets("a", 2))[1], False)
+        self.assertEqual(await self.historyOffsets("a", 4), ([5], True))
+
+    async def test_backlogWithoutHistory(self) -> None:
+        """
+        The backlog counts what a group still needs, not what is kept for history
+        (msgqueue's flow control counts it).
+        """
+        await self.useStore(historyKeep=10)
+        await self.append("a", "b", "c", "d")
+        await self.read("g", "c", 4)
+        await self.store.ack("g", [1, 2])
+        self.assertEqual((self.store.retained, self.store.backlog), (4, 2))
 
     async def append(self, *topics: str) -> list[int]:
         """
@@ -656,8 +724,8 @@ class MemoryStoreTests(StoreConformanceMixin, TestCase):
     L{MemoryStore} conforms.
     """
 
-    def makeStore(self) -> MemoryStore:
-        return MemoryStore(now=self.clock.seconds)
+    def makeStore(self, historyKeep: int = 0) -> MemoryStore:
+        return MemoryStore(now=self.clock.seconds, historyKeep=historyKeep)
 
 
 class SQLiteStoreTests(StoreConformanceMixin, TestCase):
@@ -665,9 +733,9 @@ class SQLiteStoreTests(StoreConformanceMixin, TestCase):
     L{SQLiteStore} conforms (driven inline, without its writer thread).
     """
 
-    def makeStore(self) -> SQLiteStore:
+    def makeStore(self, historyKeep: int = 0) -> SQLiteStore:
         self.path = self.mktemp() + ".sqlite3"
-        store = SQLiteStore(self.path, runInline=True, now=self.clock.seconds)
+        store = SQLiteStore(self.path, runInline=True, now=self.clock.seconds, historyKeep=historyKeep)
         self.addCleanup(store.close)
         return store
 
@@ -680,10 +748,10 @@ class RedisStoreTests(StoreConformanceMixin, TestCase):
 
     timeout = 20
 
-    async def makeStore(self) -> RedisStore:
+    async def makeStore(self, historyKeep: int = 0) -> RedisStore:
         server = sharedServer()
         server.command("FLUSHALL")
-        store = RedisStore(parseRedisURL(server.url), now=self.clock.seconds)
+        store = RedisStore(parseRedisURL(server.url), now=self.clock.seconds, historyKeep=historyKeep)
         self.addCleanup(store.close)
         return await store.open()
 

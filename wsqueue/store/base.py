@@ -79,6 +79,26 @@ class DeadLetter:
     damaged: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class History:
+    """
+    What a store still holds of one topic (or pattern) after an offset: the answer
+    to L{IMessageStore.history}.
+
+    @ivar latest: the highest offset stored (0 when nothing ever was).
+    @ivar entries: the matching entries above the offset asked for, in order, at
+        most the limit asked for.
+    @ivar complete: whether C{entries} are all of them: nothing above the offset
+        was dropped before it was asked for (by retention, or as older than what
+        is kept for history), and there were no more than the limit.
+    """
+
+    epoch: str
+    latest: int
+    entries: list[Entry]
+    complete: bool
+
+
 class IMessageStore(Interface):
     """
     The queue storage that msgqueue uses.
@@ -89,6 +109,14 @@ class IMessageStore(Interface):
         "comparable within one epoch: a consumer that sees a new epoch starts over."
     )
     retained = Attribute("How many entries the store holds now (an int).")
+    backlog = Attribute(
+        "How many of them some group still needs (an int): what msgqueue's flow control counts, "
+        "without the entries kept only for history (see historyKeep)."
+    )
+    historyKeep = Attribute(
+        "How many of the newest entries are kept after every group has them, so that clients can "
+        "recover what they missed (L{history}); 0 keeps none. Retention limits still apply."
+    )
     damagedEntries = Attribute(
         "How many stored entries failed their checksum when read since the store was "
         "opened (an int; always 0 for a store that keeps no checksums).  Such an entry "
@@ -186,6 +214,14 @@ class IMessageStore(Interface):
         """
         Remove the groups, other than C{active}, that have not read or acknowledged
         anything for C{idle} seconds; fire with their names.
+        """
+
+    def history(pattern: str, after: int, limit: int) -> Deferred[History]:
+        """
+        Fire with the entries whose topic matches C{pattern} (a topic, or a
+        wildcard pattern, see L{wsqueue.topics}) with offsets above C{after}, in
+        order, up to C{limit} of them, and whether that is all of them (see
+        L{History}).  Read through an index of topics, never by reading the whole log.
         """
 
     def close() -> Deferred[None]:

@@ -3,9 +3,9 @@
 An in-memory L{IMessageStore}: fast, and gone when the process ends.
 
 Entries are kept until every group has acknowledged them (or a retention limit
-drops them).  With no group at all, entries are kept for the first group that
-comes, as a FIFO queue would.  The caller (msgqueue) bounds how many entries it
-lets in.
+drops them), and the newest C{historyKeep} beyond that, for history reads.  With
+no group at all, entries are kept for the first group that comes, as a FIFO
+queue would.  The caller (msgqueue) bounds how many entries it lets in.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from collections.abc import Callable, Sequence
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
-from wsqueue.store.base import ISOLATE_AFTER, DeadLetter, Entry, IMessageStore, PendingEntry
+from wsqueue.store.base import ISOLATE_AFTER, DeadLetter, Entry, History, IMessageStore, PendingEntry
+from wsqueue.topics import isPattern, matches
 
 MAX_PRODUCERS_REMEMBERED = 100_000
 """How many producers' last sequence numbers are kept, most recently seen first kept."""
@@ -102,9 +103,13 @@ class MemoryStore:
 
     damagedEntries = 0
 
-    def __init__(self, now: Callable[[], float] = time.time) -> None:
+    def __init__(self, now: Callable[[], float] = time.time, historyKeep: int = 0) -> None:
         self.epoch = uuid.uuid4().hex
+        self.historyKeep = historyKeep
         self._now = now
+        # The per-topic index of history reads: each topic's offsets, oldest first.
+        self._byTopic: dict[str, deque[int]] = {}
+        self._needed = 1
         self._entries: deque[Entry] = deque()
         self._storedAt: deque[float] = deque()
         self._bytes = 0
@@ -117,6 +122,10 @@ class MemoryStore:
     @property
     def retained(self) -> int:
         return len(self._entries)
+
+    @property
+    def backlog(self) -> int:
+        return self._nextOffset - max(self._needed, self._firstOffset)
 
     def append(
         self, messages: Sequence[tuple[str, str]], producer: str | None = None, seqs: Sequence[int] | None = None
@@ -136,6 +145,10 @@ class MemoryStore:
             offset = self._nextOffset
             self._nextOffset += 1
             self._entries.append(Entry(offset, topic, content))
+            topicOffsets = self._byTopic.get(topic)
+            if topicOffsets is None:
+                topicOffsets = self._byTopic[topic] = deque()
+            topicOffsets.append(offset)
             self._storedAt.append(now)
             self._bytes += len(topic) + len(content)
             offsets.append(offset)
@@ -268,10 +281,7 @@ class MemoryStore:
             or (maxBytes is not None and self._bytes > maxBytes)
             or (oldest is not None and self._storedAt[0] < oldest)
         ):
-            entry = self._entries.popleft()
-            self._storedAt.popleft()
-            self._bytes -= len(entry.topic) + len(entry.content)
-            self._firstOffset += 1
+            entry = self._dropOldest()
             for name, state in self._groups.items():
                 if state.forget(entry.offset):
                     lost[name] = lost.get(name, 0) + 1
@@ -306,12 +316,40 @@ class MemoryStore:
 
     def _trim(self) -> None:
         # With no group yet, everything is kept for the first one.
-        lowest = min((group.lowestNeeded() for group in self._groups.values()), default=self._firstOffset)
-        while self._entries and self._firstOffset < lowest:
-            entry = self._entries.popleft()
-            self._storedAt.popleft()
-            self._bytes -= len(entry.topic) + len(entry.content)
-            self._firstOffset += 1
+        self._needed = min((group.lowestNeeded() for group in self._groups.values()), default=self._firstOffset)
+        cut = min(self._needed, self._nextOffset - self.historyKeep)
+        while self._entries and self._firstOffset < cut:
+            self._dropOldest()
+
+    def _dropOldest(self) -> Entry:
+        entry = self._entries.popleft()
+        self._storedAt.popleft()
+        self._bytes -= len(entry.topic) + len(entry.content)
+        self._firstOffset += 1
+        offsets = self._byTopic[entry.topic]
+        offsets.popleft()
+        if not offsets:
+            del self._byTopic[entry.topic]
+        return entry
+
+    def history(self, pattern: str, after: int, limit: int) -> Deferred[History]:
+        latest = self._nextOffset - 1
+        complete = after + 1 >= self._firstOffset or after >= latest
+        topics = [topic for topic in self._byTopic if matches(pattern, topic)] if isPattern(pattern) else [pattern]
+        found: list[int] = []
+        for topic in topics:
+            offsets = self._byTopic.get(topic)
+            if offsets:
+                # Newest first, until the offset asked for: the tail, not the log.
+                for offset in reversed(offsets):
+                    if offset <= after or len(found) > limit:
+                        break
+                    found.append(offset)
+        found.sort()
+        if len(found) > limit:
+            complete = False
+            found = found[:limit]
+        return succeed(History(self.epoch, latest, [self._entry(offset) for offset in found], complete))
 
     def close(self) -> Deferred[None]:
         return succeed(None)

@@ -64,8 +64,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from wsqueue.store.base import ISOLATE_AFTER, DeadLetter, Entry, IMessageStore, PendingEntry
+from wsqueue.store.base import ISOLATE_AFTER, DeadLetter, Entry, History, IMessageStore, PendingEntry
 from wsqueue.store.sqlite import StoreError
+from wsqueue.topics import matches
 
 LAYOUT = 1
 """The version of the key layout above, kept in C{meta.layout}."""
@@ -79,6 +80,9 @@ MAX_PRODUCERS_REMEMBERED = 100_000
 """How many producers' last sequence numbers are kept, most recently seen kept."""
 MAX_DEAD_LETTERS = 10_000
 """How many dead letters are kept, newest kept."""
+HISTORY_SCAN = 4
+"""A history read on Redis reads at most this many times its limit of the stream
+after the offset asked for (Redis has no index by topic)."""
 PRESENCE_TTL = 5.0
 """Seconds a daemon's word that it serves some groups holds: it says so again at every
 maintenance run (once a second), so a daemon that died is forgotten after this."""
@@ -194,6 +198,15 @@ local function each(command, key, values, width)
     redis.call(command, key, unpack(values, i, math.min(i + step - 1, #values)))
   end
 end
+-- What the store holds: {entries, entries some group still needs}; the rest are kept
+-- only for history (meta.historyKeep of the newest, see trim).
+local function held()
+  local len = redis.call('XLEN', STREAM)
+  local needed = tonumber(redis.call('HGET', META, 'needed') or '0') or 0
+  local first = tonumber(redis.call('HGET', META, 'first') or '1')
+  local backlog = tonumber(redis.call('HGET', META, 'last') or '0') + 1 - math.max(needed, first)
+  return {len, math.max(0, math.min(len, backlog))}
+end
 local function pairsOf(offsets, score)
   local out = {}
   for _, o in ipairs(offsets) do out[#out + 1] = score or o; out[#out + 1] = o end
@@ -222,7 +235,10 @@ end
 -- Drop what no group needs any more; with no group, everything is kept for the first.
 local function trim()
   local groups = redis.call('HGETALL', GROUPS)
-  if #groups == 0 then return end
+  if #groups == 0 then
+    redis.call('HSET', META, 'needed', redis.call('HGET', META, 'first'))
+    return
+  end
   local lowest
   for i = 1, #groups, 2 do
     local low = tonumber(groups[i + 1])
@@ -230,7 +246,10 @@ local function trim()
     if head and tonumber(head) < low then low = tonumber(head) end
     if lowest == nil or low < lowest then lowest = low end
   end
-  dropBelow(lowest)
+  redis.call('HSET', META, 'needed', lowest)
+  -- The newest historyKeep entries stay for history reads once every group has them.
+  local keep = tonumber(redis.call('HGET', META, 'historyKeep') or '0') or 0
+  dropBelow(math.min(lowest, tonumber(redis.call('HGET', META, 'last')) + 1 - keep))
 end
 -- The groups with a consumer connected to any daemon sharing the queue.  Each daemon
 -- says which groups it serves (ARGV[first]: its id, ARGV[first + 1]: now, ARGV[first + 2]:
@@ -297,7 +316,7 @@ if check then
 end
 -- With --redis-min-replicas the entries are announced once a replica has them (confirm).
 if stored > 0 and ARGV[8] == '1' then redis.call('PUBLISH', channel, last) end
-return {redis.call('XLEN', STREAM), cjson.encode(offsets), last}
+return {held(), cjson.encode(offsets), last}
 """
 
 # Keeps atomic: creating the group, dead-lettering spent entries, handing out
@@ -383,15 +402,15 @@ else
 end
 if deadLettered then trim() end
 -- One JSON string: one reply to parse instead of four per entry.
-if #result == 0 then return {redis.call('XLEN', STREAM), '[]'} end
-return {redis.call('XLEN', STREAM), cjson.encode(result)}
+if #result == 0 then return {held(), '[]'} end
+return {held(), cjson.encode(result)}
 """
 
 # Keeps atomic: removing the acknowledged entries from the group and trimming
 # what no group needs any more.
 _ACK = r"""
 local now, G = ARGV[2], ARGV[3]
-if redis.call('HEXISTS', GROUPS, G) == 0 then return {redis.call('XLEN', STREAM), 0} end
+if redis.call('HEXISTS', GROUPS, G) == 0 then return {held(), 0} end
 redis.call('ZADD', ACTIVE, now, G)
 local gp = groupKeys(G)
 local offsets, acked, seen = {}, {}, {}
@@ -409,7 +428,7 @@ for i = 1, #offsets, 1000 do
 end
 forget(G, acked)
 trim()
-return {redis.call('XLEN', STREAM), #acked}
+return {held(), #acked}
 """
 
 # Keeps atomic: giving back every entry one consumer holds.
@@ -428,13 +447,13 @@ if C ~= '' then
   end
   each('ZADD', gr, pairsOf(released), 2); each('ZREM', gt, released, 1)
 end
-return {redis.call('XLEN', STREAM), #released}
+return {held(), #released}
 """
 
 # Keeps atomic: giving back, in every group, the entries held since before the deadline.
 _RELEASE_EXPIRED = r"""
 local deadline = ARGV[3]
-local reply = {redis.call('XLEN', STREAM)}
+local reply = {held()}
 for _, g in ipairs(redis.call('HKEYS', GROUPS)) do
   local gp, go, gr, gt = groupKeys(g)
   local expired = redis.call('ZRANGEBYSCORE', gt, '-inf', '(' .. deadline)
@@ -487,7 +506,7 @@ if cut > first then
   redis.call('HSET', META, 'first', cut)
   redis.call('HINCRBY', META, 'bytes', -size)
 end
-table.insert(reply, 1, redis.call('XLEN', STREAM))
+table.insert(reply, 1, held())
 return reply
 """
 
@@ -515,7 +534,7 @@ for i = 1, #groups, 2 do
   end
 end
 if #reply > 0 then trim() end
-table.insert(reply, 1, redis.call('XLEN', STREAM))
+table.insert(reply, 1, held())
 return reply
 """
 
@@ -534,7 +553,7 @@ for _, g in ipairs(redis.call('ZRANGEBYSCORE', ACTIVE, '-inf', '(' .. deadline))
   end
 end
 trim()
-table.insert(reply, 1, redis.call('XLEN', STREAM))
+table.insert(reply, 1, held())
 return reply
 """
 
@@ -547,7 +566,7 @@ if upTo > confirmed then
   redis.call('HSET', META, 'confirmed', upTo)
   redis.call('PUBLISH', channel, upTo)
 end
-return {redis.call('XLEN', STREAM)}
+return {held()}
 """
 
 QUEUE_GONE = "WSQUEUE_GONE"
@@ -563,6 +582,21 @@ if redis.call('HEXISTS', META, 'last') == 0 then
 end
 """
 
+# History (IMessageStore.history): Redis keeps no index by topic, so the stream is read
+# after the offset asked for, ARGV[3] entries at most (RedisStore filters them): a read
+# of the tail, bounded, never of the whole log.
+_HISTORY = r"""
+local after, count = tonumber(ARGV[2]), tonumber(ARGV[3])
+local rows = redis.call('XRANGE', STREAM, id(after + 1), '+', 'COUNT', count + 1)
+local out = {}
+for i = 1, math.min(#rows, count) do
+  local row = rows[i]
+  out[i] = {offsetOf(row[1]), row[2][2], row[2][4]}
+end
+return {held(), redis.call('HGET', META, 'epoch'), tonumber(redis.call('HGET', META, 'first')),
+        tonumber(redis.call('HGET', META, 'last')), #out == 0 and '[]' or cjson.encode(out), #rows > count and 1 or 0}
+"""
+
 # Keeps atomic: creating the queue's meta data once (the epoch above all), whichever
 # daemon comes first.
 _OPEN = r"""
@@ -571,6 +605,7 @@ redis.call('HSETNX', META, 'layout', ARGV[3])
 redis.call('HSETNX', META, 'first', 1)
 redis.call('HSETNX', META, 'last', 0)
 redis.call('HSETNX', META, 'bytes', 0)
+redis.call('HSET', META, 'historyKeep', ARGV[4])
 return {redis.call('HGET', META, 'epoch'), tonumber(redis.call('HGET', META, 'layout')), redis.call('XLEN', STREAM)}
 """
 
@@ -601,6 +636,7 @@ SCRIPTS = {
         ("expireGroups", _EXPIRE_GROUPS),
         ("open", _OPEN),
         ("confirm", _CONFIRM),
+        ("history", _HISTORY),
     )
 }
 
@@ -691,12 +727,15 @@ class RedisStore:
         replicaTimeout: float = 1.0,
         connectTimeout: float = CONNECT_TIMEOUT,
         replyTimeout: float = REPLY_TIMEOUT,
+        historyKeep: int = 0,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.address = address
         self.epoch = ""
         self.retained = 0
+        self.backlog = 0
+        self.historyKeep = historyKeep
         self._reactor = reactor
         self._tlsCreator = tlsCreator
         self._prefix = f"wsqueue:{{{queue}}}:"
@@ -786,6 +825,7 @@ class RedisStore:
     def _start(self, opened: Deferred[RedisStore]) -> None:
         def started(reply: list) -> RedisStore:
             epoch, layout, self.retained = reply
+            self.backlog = self.retained
             if layout > LAYOUT:
                 raise RedisStoreError(
                     f"the queue at Redis {self.address.describe()} was written by a newer wsqueue (layout {layout})"
@@ -798,7 +838,7 @@ class RedisStore:
                 self._stopConnecting()
                 opened.errback(reason)
 
-        d = self._run("open", [uuid.uuid4().hex, str(LAYOUT)])
+        d = self._run("open", [uuid.uuid4().hex, str(LAYOUT), str(self.historyKeep)])
         d.addCallback(started).addCallbacks(opened.callback, refused)
 
     def _connection(self) -> Any:
@@ -886,8 +926,9 @@ class RedisStore:
 
         def reopened(reply: list) -> None:
             self.epoch, _, self.retained = reply
+            self.backlog = self.retained
 
-        d = self._run("open", [uuid.uuid4().hex, str(LAYOUT)]).addCallback(reopened)
+        d = self._run("open", [uuid.uuid4().hex, str(LAYOUT), str(self.historyKeep)]).addCallback(reopened)
         d.addErrback(lambda failure: self.log.error("opening the queue again failed: {error}",
                                                     error=failure.getErrorMessage()))
         d.addBoth(lambda _: setattr(self, "_reopening", False))
@@ -896,7 +937,7 @@ class RedisStore:
         """
         Keep the stream length that every script's reply starts with; return the rest.
         """
-        self.retained = reply[0]
+        self.retained, self.backlog = reply[0]
         return reply[1:]
 
     # IMessageStore
@@ -933,7 +974,7 @@ class RedisStore:
         def check(results: list) -> Any:
             reply, replicas = results
             if replicas < self._minReplicas:
-                self.retained = reply[0]
+                self.retained, self.backlog = reply[0]
                 raise RedisStoreError(
                     f"only {replicas} of {self._minReplicas} Redis replicas confirmed an append within "
                     f"{self._replicaTimeout:g} s (it is stored on the master)"
@@ -997,6 +1038,22 @@ class RedisStore:
     def releaseExpired(self, ackWait: float) -> Deferred[list[tuple[str, int]]]:
         d = self._run("releaseExpired", [_number(self._now()), _number(self._now() - ackWait)])
         return d.addCallback(self._counted).addCallback(lambda flat: list(zip(flat[::2], flat[1::2])))
+
+    def history(self, pattern: str, after: int, limit: int) -> Deferred[History]:
+        # The stream after the offset, at most HISTORY_SCAN times the limit: with no
+        # index by topic in Redis, a client too far behind gets an incomplete answer.
+        scan = limit * HISTORY_SCAN
+
+        def found(reply: list) -> History:
+            epoch, first, last, rows, truncated = reply
+            complete = (after + 1 >= first or after >= last) and not truncated
+            entries = [Entry(offset, topic, content) for offset, topic, content in json.loads(rows)
+                       if matches(pattern, topic)]
+            if len(entries) > limit:
+                return History(epoch, last, [], False)
+            return History(epoch, last, entries, complete)
+
+        return self._run("history", [str(after), str(scan)]).addCallback(self._counted).addCallback(found)
 
     def deadLetters(self, group: str | None = None) -> Deferred[list[DeadLetter]]:
         def decoded(rows: list) -> list[DeadLetter]:

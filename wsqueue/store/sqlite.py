@@ -46,7 +46,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from wsqueue.store.base import ISOLATE_AFTER, DeadLetter, Entry, IMessageStore, PendingEntry
+from wsqueue.store.base import ISOLATE_AFTER, DeadLetter, Entry, History, IMessageStore, PendingEntry
+from wsqueue.topics import isPattern, matches
 
 SCHEMA_VERSION = "2"
 """1: the first release; 2: checksums (C{crc}) and deliveries alone (C{pending.alone})."""
@@ -66,6 +67,8 @@ CREATE TABLE IF NOT EXISTS entries (
     stored REAL NOT NULL,
     crc INTEGER
 );
+-- History reads by topic (IMessageStore.history): a range of the index, not a scan of the log.
+CREATE INDEX IF NOT EXISTS entries_by_topic ON entries (topic, offset);
 CREATE TABLE IF NOT EXISTS groups (name TEXT PRIMARY KEY, next_offset INTEGER NOT NULL, last_active REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS pending (
     grp TEXT NOT NULL,
@@ -214,6 +217,8 @@ class _Database:
 
     @ivar first: the lowest offset a new group starts at.
     @ivar next: the offset the next appended entry gets.
+    @ivar needed: the lowest offset a group still needs (entries below it are kept
+        only for history, at most C{historyKeep} of the newest).
     @ivar count: how many entries the C{entries} table holds.
     @ivar damaged: offsets found damaged by the current transaction (reported, and
         counted, only once it commits).
@@ -230,6 +235,7 @@ class _Database:
         self._sideFile: int | None = None
         self._recordedAt = 0.0
         self.recordInterval = recordInterval
+        self.historyKeep = 0
         self.db: sqlite3.Connection
         directory = os.path.dirname(os.path.abspath(path))
         try:
@@ -304,6 +310,7 @@ class _Database:
         first, last, count = self.db.execute("SELECT MIN(offset), MAX(offset), COUNT(*) FROM entries").fetchone()
         self.first = first if first is not None else self._nextOffset()
         self.next = (last + 1) if last is not None else self.first
+        self.needed = self.first
         self.count = count
         self._full = self.db.execute("PRAGMA synchronous").fetchone()[0] == 2
         self.needsReload = False
@@ -329,6 +336,10 @@ class _Database:
     @property
     def retained(self) -> int:
         return self.count
+
+    @property
+    def backlog(self) -> int:
+        return max(0, self.next - max(self.needed, self.first))
 
     # -- the committed-offset side file ---------------------------------------------
 
@@ -615,9 +626,15 @@ class _Database:
             "g.next_offset), g.next_offset) AS needed FROM groups AS g)"
         ).fetchone()
         lowest = row[0]
-        if lowest is None or lowest <= self.first:
+        self.needed = self.first if lowest is None else lowest
+        # With no group yet, everything is kept for the first one; else what the
+        # groups need, and the newest historyKeep entries for history reads.
+        if lowest is None:
             return
-        self._dropBelow(lowest)
+        cut = min(lowest, self.next - self.historyKeep)
+        if cut <= self.first:
+            return
+        self._dropBelow(cut)
 
     def _dropBelow(self, cut: int) -> None:
         self.count -= self.db.execute("DELETE FROM entries WHERE offset < ?", (cut,)).rowcount
@@ -648,6 +665,29 @@ class _Database:
 
     def deadLetters(self, group: str | None) -> list[DeadLetter]:
         return readDeadLetters(self.db, group)
+
+    def history(self, pattern: str, after: int, limit: int) -> History:
+        latest = self.next - 1
+        complete = after + 1 >= self.first or after >= latest
+        if not isPattern(pattern):
+            offsets = [offset for (offset,) in self.db.execute(
+                "SELECT offset FROM entries WHERE topic = ? AND offset > ? ORDER BY offset LIMIT ?",
+                (pattern, after, limit + 1),
+            )]
+        else:
+            # The index's range of the topics that start with the pattern's literal
+            # tokens (all of it for a pattern that starts with a wildcard).
+            literal = pattern.split("*")[0].split(">")[0]
+            rows = self.db.execute(
+                "SELECT offset, topic FROM entries WHERE topic >= ? AND topic < ? AND offset > ?",
+                (literal, literal + "\U0010ffff", after),
+            )
+            offsets = sorted(offset for offset, topic in rows if matches(pattern, topic))[:limit + 1]
+        if len(offsets) > limit:
+            return History(self.epoch, latest, [], False)
+        entries = self._verified(dict.fromkeys(offsets, 1))
+        # An entry that failed its checksum is a gap: never presented as whole.
+        return History(self.epoch, latest, entries, complete and len(entries) == len(offsets))
 
     def applyRetention(self, maxMessages: int | None, maxBytes: int | None, maxAge: float | None) -> dict[str, int]:
         cut = self.first
@@ -829,7 +869,7 @@ def runBatch(database: _Database, operations: list[_Operation]) -> list[int]:
 @implementer(IMessageStore)
 class SQLiteStore:
     """
-    The durable store.  C{retained} and C{damagedEntries} are kept up to date on the
+    The durable store.  C{retained}, C{backlog} and C{damagedEntries} are kept up to date on the
     reactor's side.
 
     @param runInline: run each operation at once in the calling thread instead of on
@@ -845,6 +885,7 @@ class SQLiteStore:
         runInline: bool = False,
         now: Callable[[], float] = time.time,
         recordInterval: float = RECORD_INTERVAL,
+        historyKeep: int = 0,
     ) -> None:
         self.path = path
         self._now = now
@@ -859,6 +900,9 @@ class SQLiteStore:
             self._database = self._openOnThread(path)
         self.epoch = self._database.epoch
         self.retained = self._database.retained
+        self.backlog = self._database.backlog
+        self.historyKeep = historyKeep
+        self._database.historyKeep = historyKeep
         self.damagedEntries = 0
         self.closed = False
         self._sideFileWarned = False
@@ -910,12 +954,13 @@ class SQLiteStore:
                     break
                 batch.append(more)
             damaged = runBatch(database, batch)
-            callFromThread(self._finished, batch, database.retained, damaged, database.sideFileProblem)
+            figures = (database.retained, database.backlog)
+            callFromThread(self._finished, batch, figures, damaged, database.sideFileProblem)
 
     def _finished(
-        self, batch: list[_Operation], retained: int, damaged: list[int], sideFileProblem: str | None = None
+        self, batch: list[_Operation], figures: tuple[int, int], damaged: list[int], sideFileProblem: str | None = None
     ) -> None:
-        self.retained = retained
+        self.retained, self.backlog = figures
         if sideFileProblem is not None and not self._sideFileWarned:
             self._sideFileWarned = True
             self.log.warn("store {path}: {problem}; a lost write-ahead log may go unnoticed at the next start",
@@ -950,7 +995,8 @@ class SQLiteStore:
         operation = _Operation(name, args)
         if self._inline:
             damaged = runBatch(self._database, [operation])
-            self._finished([operation], self._database.retained, damaged, self._database.sideFileProblem)
+            figures = (self._database.retained, self._database.backlog)
+            self._finished([operation], figures, damaged, self._database.sideFileProblem)
         else:
             self._queue.put(operation)
         return operation.deferred
@@ -962,6 +1008,9 @@ class SQLiteStore:
 
     def readGroup(self, group: str, consumer: str, count: int, maxDeliver: int | None = None) -> Deferred[list[Entry]]:
         return self._submit("readGroup", group, consumer, count, maxDeliver)
+
+    def history(self, pattern: str, after: int, limit: int) -> Deferred[History]:
+        return self._submit("history", pattern, after, limit)
 
     def releaseExpired(self, ackWait: float) -> Deferred[list[tuple[str, int]]]:
         return self._submit("releaseExpired", ackWait)
