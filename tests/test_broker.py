@@ -64,6 +64,10 @@ class SlowStore:
     def retained(self) -> int:
         return self.store.retained
 
+    @property
+    def backlog(self) -> int:
+        return self.store.backlog
+
     def append(self, messages, producer=None, seqs=None):
         return self.store.append(messages, producer, seqs)
 

@@ -112,7 +112,7 @@ class SubscriberTests(TestCase):
         # lag behind under this burst: give it room, and the stalled one very little.
         for path, limit in (("/small", 50_000), ("/large", 256 * 1024 * 1024)):
             self.factory.routes[path] = lambda connection, request, limit=limit: SubscribeHandler(
-                connection, request, self.registry, limit
+                connection, request, self.reader, limit
             )
         stalled, healthy = await self.clients.connect(self.port, "/small"), await self.clients.connect(self.port, "/large")
         for client in (stalled, healthy):

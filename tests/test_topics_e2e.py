@@ -130,3 +130,80 @@ class PermissionTests(TestCase):
         self.assertEqual([await nextJSON(alice), await nextJSON(alice)], [{"Ack": 2}, {"Ack": 3}])
         self.assertEqual((await nextJSON(reader))["Content"], "now allowed")
         await noFrameWithin(reader, 0.3)
+
+
+async def subscribeSince(client: ClientProtocol, topic: str, since: dict | None, requestId: object = "s") -> dict:
+    frame: dict = {"Topic": topic, "Content": "sub", "Id": requestId}
+    if since is not None:
+        frame["Since"] = since
+    send(client, frame)
+    return await nextJSON(client)
+
+
+class RecoveryTests(TestCase):
+    """
+    A client that reconnects with C{Since} gets exactly what it missed, then live
+    messages; or C{Recovered: false} when that cannot be promised.
+    """
+
+    timeout = 90
+
+    async def publish(self, client: ClientProtocol, topic: str, *contents: str) -> None:
+        for content in contents:
+            send(client, {"Topic": topic, "Content": content, "Id": content})
+            self.assertEqual(await nextJSON(client), {"Ack": content})
+
+    async def test_recovery(self) -> None:
+        pipeline = await startDaemonPipeline(self, msgqueueArgs=("--store", "memory", "--history-max", "5"))
+        clients = Clients(self)
+        publisher = await clients.connect(pipeline.publisher.port, "/publish")
+        first = await clients.connect(pipeline.subscriber.port, "/subscribe")
+        self.assertEqual(await subscribeSince(first, "news.*", None), {"Ack": "s"})
+        await self.publish(publisher, "news.eu", "m1")
+        last = await nextJSON(first)
+        since = {"Offset": last["Offset"], "Epoch": last["Epoch"]}
+        first.sendClose(1000)
+
+        # Missed while away: two on the pattern, one elsewhere.
+        await self.publish(publisher, "news.eu", "m2")
+        await self.publish(publisher, "sport", "s1")
+        await self.publish(publisher, "news.us", "m3")
+        again = await clients.connect(pipeline.subscriber.port, "/subscribe")
+        self.assertEqual(await subscribeSince(again, "news.*", since), {"Ack": "s", "Recovered": True})
+        replayed = [await nextJSON(again), await nextJSON(again)]
+        self.assertEqual([(frame["Topic"], frame["Content"]) for frame in replayed], [("news.eu", "m2"), ("news.us", "m3")])
+        self.assertEqual([frame["Epoch"] for frame in replayed], [since["Epoch"]] * 2)
+        await self.publish(publisher, "news.eu", "live")
+        self.assertEqual((await nextJSON(again))["Content"], "live")
+        await noFrameWithin(again, 0.3)
+
+        # Another epoch: nothing replayed, and where the store is now.
+        other = await clients.connect(pipeline.subscriber.port, "/subscribe")
+        reply = await subscribeSince(other, "news.*", {"Offset": 1, "Epoch": "not-this-one"})
+        self.assertEqual(reply, {"Ack": "s", "Recovered": False, "Epoch": since["Epoch"], "Offset": replayed[-1]["Offset"] + 1})
+        await noFrameWithin(other, 0.3)
+
+        # More than --history-max (5) missed: nothing replayed either.
+        await self.publish(publisher, "news.eu", *[f"n{i}" for i in range(6)])
+        late = await clients.connect(pipeline.subscriber.port, "/subscribe")
+        reply = await subscribeSince(late, "news.eu", since)
+        self.assertEqual((reply["Recovered"], reply["Epoch"]), (False, since["Epoch"]))
+        await noFrameWithin(late, 0.3)
+
+        # msgqueue restarts on a memory store: a new epoch, so no recovery.
+        mark = pipeline.subscriber.eventMark()
+        pipeline.msgqueue.kill()
+        await pipeline.msgqueue.waitForExit()
+        await pipeline.msgqueue.restart()
+        await pipeline.subscriber.waitForLinks(since=mark)
+        restarted = await clients.connect(pipeline.subscriber.port, "/subscribe")
+        reply = await subscribeSince(restarted, "news.eu", since)
+        self.assertEqual(reply["Recovered"], False)
+        self.assertNotEqual(reply["Epoch"], since["Epoch"])
+
+    async def test_badSince(self) -> None:
+        pipeline = await startDaemonPipeline(self)
+        client = await Clients(self).connect(pipeline.subscriber.port, "/subscribe")
+        reply = await subscribeSince(client, "news", {"Offset": -1, "Epoch": "e"})
+        self.assertEqual(reply, {"Error": 'Since must be {"Offset": n, "Epoch": e}: an integer of 0 or more and a string',
+                                 "Id": "s"})

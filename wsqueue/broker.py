@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 from wsqueue.coalesce import CoalescedCall
 from wsqueue.flow import FlowGate, Pausable
 from wsqueue.logsummary import RepeatSummary
-from wsqueue.store.base import ISOLATE_AFTER, Entry, IMessageStore
+from wsqueue.store.base import ISOLATE_AFTER, Entry, History, IMessageStore
 
 READ_BATCH = 500
 """The most entries handed to one consumer per store read."""
@@ -132,8 +132,10 @@ class QueueBroker:
         retention: Retention = Retention(),
         pauseLimit: float = 10.0,
         maxGroupBacklog: int | None = None,
+        historyMax: int = 10_000,
     ) -> None:
         self.store = store
+        self.historyMax = historyMax
         self.clock = clock
         # Up to a push batch (wire.BATCH_MESSAGES, 1,000) may arrive from each pusher
         # after it was paused: the overshoot allowed past the bound.
@@ -163,6 +165,13 @@ class QueueBroker:
         # Acknowledgements the store failed to record, by group: tried again at the
         # next maintenance run (else their entries would wait for the ack wait).
         self._unstoredAcks: dict[str, list[int]] = {}
+
+    def history(self, pattern: str, after: int) -> Deferred[History]:
+        """
+        What the store still holds of C{pattern} above C{after}, at most
+        C{historyMax} messages (more is not complete: the client reloads instead).
+        """
+        return self.store.history(pattern, after, self.historyMax)
 
     def stop(self) -> None:
         """
@@ -196,7 +205,7 @@ class QueueBroker:
 
     @property
     def full(self) -> bool:
-        return self.store.retained >= self.maxQueued
+        return self.store.backlog >= self.maxQueued
 
     @property
     def resumeAt(self) -> int:
@@ -213,7 +222,7 @@ class QueueBroker:
         """
         if self.stopping:
             return "msgqueue is shutting down; message not stored"
-        if self.flow.refuses(self.store.retained):
+        if self.flow.refuses(self.store.backlog):
             return FULL_MESSAGE
         return None
 
@@ -261,7 +270,7 @@ class QueueBroker:
             self._scheduleDispatch()
 
     def _updatePause(self) -> None:
-        self.flow.update(self.store.retained)
+        self.flow.update(self.store.backlog)
 
     # -- what the flow gate does, said in the log (FlowListener) ------------------
 

@@ -29,6 +29,7 @@ import uuid
 
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.interfaces import IPushProducer
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from wsqueue import wire
@@ -36,7 +37,7 @@ from wsqueue.auth import BasicAuthenticator
 from wsqueue.broker import QueueBroker, describe
 from wsqueue.connection import Limits
 from wsqueue.server import EndpointHandler, StageServerFactory, StageServerProtocol
-from wsqueue.store.base import Entry
+from wsqueue.store.base import Entry, History
 
 _consumerNumbers = itertools.count(1)
 DAEMON_NAME = uuid.uuid4().hex[:12]
@@ -197,14 +198,32 @@ class PopHandler(EndpointHandler):
             send(wire.delivery(entry.topic, entry.content, entry.offset, epoch))
 
     def received(self, payload: bytes, isBinary: bool) -> None:
-        upTo = wire.parseOffsetAck(payload, isBinary)
+        upTo = wire.parseConsumerFrame(payload, isBinary)
         if isinstance(upTo, wire.WireError):
             self.connection.sendError(upTo)
+            return
+        if isinstance(upTo, wire.HistoryRequest):
+            self._history(upTo)
             return
         if not self.explicitAck:
             self.connection.sendError(wire.WireError("this consumer joined with ack=none; acks are not needed"))
             return
         self.broker.ack(self, upTo)
+
+    def _history(self, request: wire.HistoryRequest) -> None:
+        """
+        Answer a subscriber's history request (a client recovering what it missed).
+        """
+
+        def found(history: History) -> None:
+            messages = [list(entry[:3]) for entry in history.entries]
+            self.connection.send(wire.historyReply(request.id, history.epoch, history.latest, history.complete, messages))
+
+        def failed(failure: Failure) -> None:
+            self.log.failure("reading the history of {topic} failed", failure, topic=request.topic)
+            self.connection.send(wire.historyFailed(request.id, "msgqueue could not read the history"))
+
+        self.broker.history(request.topic, request.after).addCallbacks(found, failed)
 
     # IPushProducer: the transport tells us when its buffer is full.
     def pauseProducing(self) -> None:

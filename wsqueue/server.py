@@ -285,6 +285,14 @@ class StageServerProtocol(PausableReading, StageConnection, WebSocketServerProto
         self._closeSlowConsumer()
         return False
 
+    def closeSlowConsumer(self) -> None:
+        """
+        Close the peer as a slow consumer (1008, logged once): it has more waiting
+        for it than it may.
+        """
+        if not self.slowConsumer:
+            self._closeSlowConsumer()
+
     def _closeSlowConsumer(self) -> None:
         self.slowConsumer = True
         self.eventLog.warn(

@@ -16,20 +16,24 @@ in L{wsqueue.wire}, which documents each one ("Between the stages").
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from dataclasses import replace
 
 from autobahn.websocket.types import ConnectionRequest
+from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from wsqueue import frames, wire
+from wsqueue._compat import unsentBytes
 from wsqueue.acl import ACL
 from wsqueue.auth import BasicAuthenticator
 from wsqueue.coalesce import CoalescedCall
 from wsqueue.connection import Limits
 from wsqueue.link import LinkOwner, LinkProtocol
 from wsqueue.server import EndpointHandler, StageServerFactory, StageServerProtocol
-from wsqueue.topics import TopicTrie, isPattern
+from wsqueue.topics import TopicTrie, isPattern, matches
 
 MAX_SUBSCRIPTIONS_PER_CLIENT = 10_000
 NOT_ALLOWED = "not allowed"
@@ -48,6 +52,12 @@ MATCHES_REMEMBERED = 10_000
 subscriptions exist (forgotten at once when any wildcard subscription changes)."""
 
 _NOBODY: frozenset = frozenset()
+
+
+class HistoryUnavailable(Exception):
+    """
+    msgqueue cannot be asked for history now (the link is down).
+    """
 
 
 class TopicRegistry:
@@ -138,6 +148,34 @@ class QueueReader(LinkOwner):
         self._unacked = 0
         self.stopping = False
         self.ignoredWhileStopping = 0
+        self.lastOffset = 0
+        """The highest offset handed out (in the current epoch)."""
+        self.holding: set[SubscribeHandler] = set()
+        """Clients recovering history: their messages go through L{SubscribeHandler.hold}."""
+        self._historyIds = itertools.count(1)
+        self._historyWaiting: dict[int, Deferred[wire.HistoryReply]] = {}
+
+    def requestHistory(self, topic: str, after: int) -> Deferred[wire.HistoryReply]:
+        """
+        Ask msgqueue for what it holds of C{topic} (or a pattern) above C{after};
+        fail with L{HistoryUnavailable} when the link is down or goes down first.
+        """
+        if self._link is None or not self._link.isOpen:
+            return fail(HistoryUnavailable("msgqueue is unreachable"))
+        requestId = next(self._historyIds)
+        d: Deferred[wire.HistoryReply] = Deferred()
+        self._historyWaiting[requestId] = d
+        self._link.send(wire.historyRequest(requestId, topic, after))
+        return d
+
+    def _historyReceived(self, payload: bytes) -> None:
+        reply = wire.parseHistoryReply(payload)
+        if isinstance(reply, wire.WireError):
+            self.unexpectedFrame(payload)
+            return
+        d = self._historyWaiting.pop(reply.id, None)
+        if d is not None:
+            d.callback(reply)
 
     def linkOpened(self, link: LinkProtocol) -> None:
         super().linkOpened(link)
@@ -146,6 +184,9 @@ class QueueReader(LinkOwner):
 
     def linkClosed(self, link: LinkProtocol) -> None:
         super().linkClosed(link)
+        waiting, self._historyWaiting = self._historyWaiting, {}
+        for d in waiting.values():
+            d.errback(HistoryUnavailable("the link to msgqueue was lost"))
         # What was not acknowledged comes again on the next link (and is dropped as
         # recently handled).
         self._ackCall.cancel()
@@ -166,6 +207,9 @@ class QueueReader(LinkOwner):
                 self.log.info("stopping: leaving what msgqueue still sends unacknowledged, for the group's next reader")
             self.ignoredWhileStopping += 1
             return
+        if payload.startswith(wire.HISTORY_PREFIX):
+            self._historyReceived(payload)
+            return
         frame = wire.parseDeliveries(payload, isBinary)
         if isinstance(frame, wire.WireError):
             self.unexpectedFrame(payload)
@@ -174,43 +218,50 @@ class QueueReader(LinkOwner):
         self._checkEpoch(epoch)
         subscribers = self.registry.subscribers
         recent, recentOrder = self._recent, self._recentOrder
-        outgoing: list[tuple[str, bytes]] = []
+        outgoing: list[tuple[str, int, bytes]] = []
         for offset, topic, content in batch:
             if offset not in recent:
                 recent.add(offset)
                 recentOrder.append(offset)
                 if subscribers(topic):
-                    outgoing.append((topic, frames.textFrame(wire.delivery(topic, content, offset, epoch))))
+                    outgoing.append((topic, offset, frames.textFrame(wire.delivery(topic, content, offset, epoch))))
         self._forgetOldest()
         if batch:
             self._toAck = batch[-1][0]
+            self.lastOffset = max(self.lastOffset, self._toAck)
         self._unacked += len(batch)
         if outgoing:
             self._fanOut(outgoing)
         self._scheduleAck()
 
-    def _fanOut(self, outgoing: list[tuple[str, bytes]]) -> None:
+    def _fanOut(self, outgoing: list[tuple[str, int, bytes]]) -> None:
         """
         Write framed messages (with their topics, in queue order) to every client
         subscribed to them: one write per client, and a topic's frames joined once
         for all the clients that have no other topic in this batch.
         """
         byTopic: dict[str, list[bytes]] = {}
-        for topic, frame in outgoing:
+        for topic, _, frame in outgoing:
             byTopic.setdefault(topic, []).append(frame)
         topicsOf: dict[SubscribeHandler, list[str]] = {}
         for topic in byTopic:
             for client in self.registry.subscribers(topic):
                 topicsOf.setdefault(client, []).append(topic)
         joined: dict[str, bytes] = {}
+        holding = self.holding
         for client, topics in topicsOf.items():
+            if holding and client in holding:
+                # Recovering history: its messages wait, or are filtered (see hold).
+                wanted = set(topics)
+                client.hold([item for item in outgoing if item[0] in wanted])
+                continue
             if len(topics) == 1:
                 data = joined.get(topics[0])
                 if data is None:
                     data = joined[topics[0]] = b"".join(byTopic[topics[0]])
             else:
                 wanted = set(topics)
-                data = b"".join(frame for topic, frame in outgoing if topic in wanted)
+                data = b"".join(frame for topic, _, frame in outgoing if topic in wanted)
             client.sendFrames(data)
 
     def _checkEpoch(self, epoch: str) -> None:
@@ -218,6 +269,7 @@ class QueueReader(LinkOwner):
             if self.epoch is not None:
                 self.log.warn("msgqueue's store has a new epoch {epoch}: counting offsets from the start", epoch=epoch)
             self.epoch = epoch
+            self.lastOffset = 0
             self._recent.clear()
             self._recentOrder.clear()
 
@@ -253,10 +305,18 @@ class SubscribeHandler(EndpointHandler):
     """
 
     def __init__(
-        self, connection: StageServerProtocol, request: ConnectionRequest, registry: TopicRegistry, maxClientBuffer: int
+        self, connection: StageServerProtocol, request: ConnectionRequest, reader: QueueReader, maxClientBuffer: int
     ) -> None:
         super().__init__(connection, request)
-        self.registry = registry
+        self.reader = reader
+        self.registry = reader.registry
+        self.recovery: wire.Subscription | None = None
+        """The subscribe with C{Since} whose history is being read, if any."""
+        self.held: list[tuple[str, int, bytes]] = []
+        self.heldBytes = 0
+        self.replayed: tuple[str, int] | None = None
+        """After a recovery, while the reader is behind it: the pattern replayed and
+        the offset the replay went up to (live messages up to it are duplicates)."""
         self.maxClientBuffer = maxClientBuffer
         connection.peerBufferLimit = maxClientBuffer
         self.topics: set[str] = set()
@@ -277,8 +337,16 @@ class SubscribeHandler(EndpointHandler):
                     wire.WireError(f"at most {MAX_SUBSCRIPTIONS_PER_CLIENT} subscriptions per connection", request.id, request.hasId)
                 )
                 return
+            if request.since is not None and (self.recovery is not None or self.replayed is not None):
+                self.connection.sendError(wire.WireError(
+                    "one recovery at a time: send the next Since once the last one's Ack has come", request.id, request.hasId
+                ))
+                return
             self.topics.add(request.topic)
             self.registry.subscribe(request.topic, self)
+            if request.since is not None:
+                self._recover(request)
+                return
         else:
             self.topics.discard(request.topic)
             self.registry.unsubscribe(request.topic, self)
@@ -287,6 +355,85 @@ class SubscribeHandler(EndpointHandler):
 
     def closed(self) -> None:
         self._forget()
+        self.reader.holding.discard(self)
+        self.held = []
+
+    # -- recovering what a client missed ------------------------------------------------
+
+    def _recover(self, request: wire.Subscription) -> None:
+        """
+        Read msgqueue's history of the topic above the client's offset; meanwhile its
+        live messages wait (L{hold}), so that the replay and what follows it have no
+        gap and no duplicate.
+        """
+        assert request.since is not None
+        self.recovery = request
+        self.reader.holding.add(self)
+        d = self.reader.requestHistory(request.topic, request.since.offset)
+        d.addCallbacks(self._historyRead, self._historyUnavailable, callbackArgs=(request,), errbackArgs=(request,))
+        d.addErrback(lambda failure: self.log.failure("recovering {topic} failed", failure, topic=request.topic))
+
+    def _historyRead(self, reply: wire.HistoryReply, request: wire.Subscription) -> None:
+        if self.recovery is not request or not self.connection.isOpen:
+            return
+        since = request.since
+        assert since is not None
+        held, self.held, self.heldBytes, self.recovery = self.held, [], 0, None
+        pattern = request.topic
+        if reply.error is not None or not reply.complete or reply.epoch != since.epoch:
+            # Never a part presented as the whole: the client reloads its state as
+            # of Offset, and gets what comes after it.
+            epoch = reply.epoch or self.reader.epoch or ""
+            upTo = reply.latest if reply.error is None else self.reader.lastOffset
+            self.connection.send(wire.encode({"Ack": request.id, "Recovered": False, "Epoch": epoch, "Offset": upTo}))
+            replay = b""
+        else:
+            assert reply.messages is not None
+            upTo = reply.latest
+            replay = b"".join(frames.textFrame(wire.delivery(topic, content, offset, reply.epoch))
+                              for offset, topic, content in reply.messages)
+            self.connection.send(wire.encode({"Ack": request.id, "Recovered": True}))
+            # The replay may pass the client's usual bound: it may have that much
+            # more waiting until it has read it (see sendFrames).
+            self.connection.peerBufferLimit = self.maxClientBuffer + len(replay)
+        # Live messages up to upTo on the pattern are in the replay (or in the state
+        # the client reloads): dropped, now and until the reader has passed upTo.
+        live = b"".join(frame for topic, offset, frame in held if not (offset <= upTo and matches(pattern, topic)))
+        if self.reader.lastOffset >= upTo:
+            self.reader.holding.discard(self)
+        else:
+            self.replayed = (pattern, upTo)
+        self.sendFrames(replay + live)
+
+    def _historyUnavailable(self, failure: Failure, request: wire.Subscription) -> None:
+        failure.trap(HistoryUnavailable)
+        reply = wire.HistoryReply(0, error=failure.getErrorMessage())
+        self._historyRead(reply, request)
+
+    def hold(self, items: list[tuple[str, int, bytes]]) -> None:
+        """
+        Messages for a client that is recovering history: kept until the history
+        arrives (at most L{maxClientBuffer} bytes: past that it is a slow consumer);
+        after the replay, those the replay already held are dropped until the
+        reader has passed the replay's last offset.
+        """
+        if self.recovery is not None:
+            self.held.extend(items)
+            self.heldBytes += sum(len(frame) for _, _, frame in items)
+            if self.heldBytes > self.maxClientBuffer:
+                self.held, self.heldBytes = [], 0
+                self.reader.holding.discard(self)
+                self.connection.closeSlowConsumer()
+                self._forget()
+            return
+        if self.replayed is None:
+            self.sendFrames(b"".join(frame for _, _, frame in items))
+            return
+        pattern, upTo = self.replayed
+        self.sendFrames(b"".join(frame for topic, offset, frame in items if not (offset <= upTo and matches(pattern, topic))))
+        if self.reader.lastOffset >= upTo:
+            self.replayed = None
+            self.reader.holding.discard(self)
 
     def aclChanged(self, acl: ACL) -> None:
         """
@@ -310,9 +457,12 @@ class SubscribeHandler(EndpointHandler):
         that closes it as a slow consumer, it is counted and forgotten at once.
         """
         connection = self.connection
-        if not connection.isOpen:
+        if not connection.isOpen or not data:
             return
         connection.sendFrames(data)
+        if connection.peerBufferLimit > self.maxClientBuffer and (unsentBytes(connection) or 0) <= self.maxClientBuffer:
+            # A replay has been read: the usual bound again.
+            connection.peerBufferLimit = self.maxClientBuffer
         if connection.slowConsumer:
             self.registry.slowConsumersClosed += 1
             self._forget()
@@ -342,9 +492,7 @@ def makeSubscriberFactory(
     """
     return StageServerFactory(
         {
-            "/subscribe": lambda connection, request: SubscribeHandler(
-                connection, request, reader.registry, maxClientBuffer
-            )
+            "/subscribe": lambda connection, request: SubscribeHandler(connection, request, reader, maxClientBuffer)
         },
         authenticator,
         replace(limits, maxPeerBuffer=maxClientBuffer),

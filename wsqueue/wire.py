@@ -92,6 +92,18 @@ class Subscription:
     subscribe: bool
     id: JSONId = None
     hasId: bool = False
+    since: Since | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Since:
+    """
+    Where a client that subscribes again left off: the C{Offset} and C{Epoch} of the
+    last message it received (C{"Since"} in a subscribe; see L{wsqueue.subscriber}).
+    """
+
+    offset: int
+    epoch: str
 
 
 _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False)
@@ -364,7 +376,26 @@ def parseSubscribe(payload: bytes, isBinary: bool = False) -> Subscription | Wir
     problem = checkPattern(obj.get("Topic"))
     if problem is not None:
         return WireError(problem, requestId, hasId)
-    return Subscription(obj["Topic"], _COMMANDS[command], requestId, hasId)
+    since = None
+    if "Since" in obj:
+        since = _readSince(obj["Since"])
+        if since is None:
+            return WireError('Since must be {"Offset": n, "Epoch": e}: an integer of 0 or more and a string',
+                             requestId, hasId)
+        if not _COMMANDS[command]:
+            return WireError("Since is only for sub", requestId, hasId)
+    return Subscription(obj["Topic"], _COMMANDS[command], requestId, hasId, since)
+
+
+def _readSince(value: object) -> Since | None:
+    if not isinstance(value, dict) or set(value) != {"Offset", "Epoch"}:
+        return None
+    offset, epoch = value["Offset"], value["Epoch"]
+    if type(offset) is not int or offset < 0 or type(epoch) is not str or len(epoch) > MAX_ID_LENGTH:
+        return None
+    if _unpairedSurrogate("Epoch", epoch) is not None:
+        return None
+    return Since(offset, epoch)
 
 
 def _parseSubscribeText(line: bytes) -> Subscription | WireError:
@@ -529,6 +560,103 @@ def parseDeliveries(payload: bytes, isBinary: bool = False) -> Deliveries | Wire
 
 
 _BAD_OFFSET_ACK = WireError('expected {"Ack": offset}')
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRequest:
+    """
+    A subscriber's request on C{/popmsg} for what msgqueue still holds of a topic
+    (or pattern) above an offset: C{{"History": id, "Topic": t, "After": n}}.
+    """
+
+    id: int
+    topic: str
+    after: int
+
+
+def historyRequest(requestId: int, topic: str, after: int) -> bytes:
+    """
+    The frame of a L{HistoryRequest}.
+    """
+    return encode({"History": requestId, "Topic": topic, "After": after})
+
+
+_BAD_CONSUMER_FRAME = WireError(
+    'expected {"Ack": offset} or {"History": id, "Topic": t, "After": offset} (integers; t a topic or pattern)'
+)
+
+
+def parseConsumerFrame(payload: bytes, isBinary: bool = False) -> int | HistoryRequest | WireError:
+    """
+    Parse what a consumer sends on C{/popmsg}: an offset acknowledgement (see
+    L{parseOffsetAck}), or a L{HistoryRequest}.
+    """
+    obj = _decodeText(payload, isBinary)
+    if not isinstance(obj, dict):
+        return _BAD_OFFSET_ACK
+    if "History" not in obj:
+        upTo = obj.get("Ack")
+        return upTo if type(upTo) is int else _BAD_OFFSET_ACK
+    requestId, topic, after = obj.get("History"), obj.get("Topic"), obj.get("After")
+    if type(requestId) is not int or type(after) is not int or checkPattern(topic) is not None:
+        return _BAD_CONSUMER_FRAME
+    return HistoryRequest(requestId, topic, after)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryReply:
+    """
+    msgqueue's answer to a L{HistoryRequest}: the matching messages above the offset
+    (C{[offset, topic, content]} lists, in order), the store's epoch and latest
+    offset, and whether that is all of them; or the C{error} that kept it from
+    reading them.
+    """
+
+    id: int
+    epoch: str = ""
+    latest: int = 0
+    complete: bool = False
+    messages: list[list[Any]] | None = None
+    error: str | None = None
+
+
+def historyReply(requestId: int, epoch: str, latest: int, complete: bool, messages: list) -> bytes:
+    """
+    C{{"History": id, "Epoch": e, "Latest": n, "Complete": b, "Messages": [[Offset, Topic, Content], ...]}}.
+    """
+    return encode({"History": requestId, "Epoch": epoch, "Latest": latest, "Complete": complete, "Messages": messages})
+
+
+def historyFailed(requestId: int, reason: str) -> bytes:
+    """
+    C{{"History": id, "Error": reason}}: msgqueue could not read the history.
+    """
+    return encode({"History": requestId, "Error": reason})
+
+
+HISTORY_PREFIX = b'{"History":'
+"""How every history reply starts (L{encode} writes no spaces): the subscriber tells
+them from deliveries by it."""
+
+
+def parseHistoryReply(payload: bytes) -> HistoryReply | WireError:
+    """
+    Parse a L{historyReply} or L{historyFailed} frame.
+    """
+    obj = _decodeText(payload, False)
+    bad = WireError("expected a history reply")
+    if not isinstance(obj, dict) or type(obj.get("History")) is not int:
+        return bad
+    requestId = obj["History"]
+    if "Error" in obj:
+        return HistoryReply(requestId, error=str(obj["Error"]))
+    epoch, latest, complete, messages = obj.get("Epoch"), obj.get("Latest"), obj.get("Complete"), obj.get("Messages")
+    if type(epoch) is not str or type(latest) is not int or type(complete) is not bool or type(messages) is not list:
+        return bad
+    checked = parseDeliveries(encode({"Epoch": epoch, "Messages": messages}))
+    if isinstance(checked, WireError):
+        return bad
+    return HistoryReply(requestId, epoch, latest, complete, checked.messages)
 
 
 def parseOffsetAck(payload: bytes, isBinary: bool = False) -> int | WireError:

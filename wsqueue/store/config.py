@@ -45,7 +45,9 @@ def parseStoreSpec(spec: str) -> tuple[str, str | None]:
     raise ValueError(f"--store must be 'memory', 'sqlite:PATH' or a redis:// URL, not {spec!r}")
 
 
-def openStore(spec: str, reactor, caPath: str | None = None, minReplicas: int = 0) -> IMessageStore:
+def openStore(
+    spec: str, reactor, caPath: str | None = None, minReplicas: int = 0, historyKeep: int = 0
+) -> IMessageStore:
     """
     Open the store C{spec} names.  A SQLite file is checked first; a damaged or
     unreadable one raises L{wsqueue.store.sqlite.StoreError}.  A Redis store is
@@ -55,19 +57,21 @@ def openStore(spec: str, reactor, caPath: str | None = None, minReplicas: int = 
         must chain to (the system's CAs when L{None}); only for C{rediss://}.
     @param minReplicas: for Redis, how many replicas must have each append
         before it is acknowledged (see L{RedisStore}).
+    @param historyKeep: how many of the newest entries to keep for history reads
+        once every group has them (C{--history-max}).
     """
     kind, path = parseStoreSpec(spec)
     if kind == "redis":
-        return _redisStore(spec, reactor, caPath, minReplicas)
+        return _redisStore(spec, reactor, caPath, minReplicas, historyKeep)
     if caPath is not None:
         raise StoreError(f"a CA certificate is only for a rediss:// store, not {spec!r}")
     if kind == "memory":
-        return MemoryStore()
+        return MemoryStore(historyKeep=historyKeep)
     assert path is not None  # parseStoreSpec gives a path for every kind but memory
-    return SQLiteStore(path, callFromThread=reactor.callFromThread)
+    return SQLiteStore(path, callFromThread=reactor.callFromThread, historyKeep=historyKeep)
 
 
-def _redisStore(spec: str, reactor, caPath: str | None, minReplicas: int) -> IMessageStore:
+def _redisStore(spec: str, reactor, caPath: str | None, minReplicas: int, historyKeep: int) -> IMessageStore:
     from wsqueue.store.redis import RedisStore, RedisStoreError, parseRedisURL
     from wsqueue.tls import TLSConfigurationError, clientCreator
 
@@ -80,7 +84,7 @@ def _redisStore(spec: str, reactor, caPath: str | None, minReplicas: int) -> IMe
             creator = clientCreator(address.host, caPath)
         except TLSConfigurationError as e:
             raise RedisStoreError(str(e))
-    return RedisStore(address, reactor=reactor, tlsCreator=creator, minReplicas=minReplicas)
+    return RedisStore(address, reactor=reactor, tlsCreator=creator, minReplicas=minReplicas, historyKeep=historyKeep)
 
 
 def describeStore(spec: str) -> str:

@@ -77,6 +77,9 @@ class Options(ServerOptions):
         ["retention-max-bytes", None, None, "Most bytes of topics and contents kept [default: no limit].", _positiveInt],
         ["retention-max-age", None, None, "Oldest message kept, e.g. 3600, 12h, 7d [default: no limit].", _duration],
         ["group-expiry", None, "7d", "Groups with no consumer and no activity for this long are removed (or 'never')."],
+        ["history-max", None, 10_000, ("Newest messages kept after every group has them, for clients that recover "
+                                       "what they missed (subscribe with Since); also the most one recovery "
+                                       "replays (0: no history)."), _nonNegativeInt],
     ]
 
     def postOptions(self) -> None:
@@ -111,7 +114,10 @@ def buildMsgQueue(
     authenticator = buildAuthenticator(options, reactor, log)
     listeners = listenersOf(options, reactor, "msgqueue", port, listen)
     try:
-        store = openStore(options["store"], reactor, caPath=options["store-ca"], minReplicas=options["redis-min-replicas"])
+        store = openStore(
+            options["store"], reactor, caPath=options["store-ca"], minReplicas=options["redis-min-replicas"],
+            historyKeep=options["history-max"],
+        )
     except StoreError as e:
         raise StartupError(str(e))
     service = StopInOrder()
@@ -121,6 +127,7 @@ def buildMsgQueue(
         ackWait=options["ack-wait"], maxDeliver=options["max-deliver"], retention=options.retention(),
         # A paused pusher cannot answer pings: resume it well before they time out.
         pauseLimit=options["ping-interval"] / 2, maxGroupBacklog=options["max-group-backlog"],
+        historyMax=options["history-max"],
     )
     factory = makeMsgQueueFactory(broker, authenticator, options.limits(), reactor)
     factory.permittedOrigins = frozenset(options["allowed-origins"])
