@@ -33,10 +33,11 @@ class Pipeline:
 
 async def startPipeline(testCase: TestCase, group: str = "g") -> Pipeline:
     """
-    Start msgqueue, publisher and subscriber; fire once both links are open.
+    Start msgqueue (keeping 1,000 messages of history, as the daemon keeps
+    --history-max), publisher and subscriber; fire once both links are open.
     """
     authenticator = makeAuthenticator(None, reactor)
-    broker = QueueBroker(MemoryStore(), reactor)
+    broker = QueueBroker(MemoryStore(historyKeep=1000), reactor)
     msgqueuePort = listenTLS(testCase, makeMsgQueueFactory(broker, authenticator, Limits(), reactor))
     forwarder = Forwarder(reactor)
     publisherPort = listenTLS(testCase, makePublisherFactory(forwarder, authenticator, Limits(), reactor))

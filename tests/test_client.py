@@ -226,8 +226,9 @@ class FormatTests(TestCase):
 class PublishAndSubscribeTests(InProcess):
     async def test_publishAndSubscribe(self) -> None:
         """
-        "sub" prints what "pub" publishes, as <[topic] content; stopping it (what
-        Ctrl-C does) exits 0 without a word.
+        "sub" prints what "pub" publishes, as <[topic] content, and on standard
+        error where to resume after it; stopping it (what Ctrl-C does) exits 0
+        without a word.
         """
         pipeline = await startPipeline(self)
         subscribing = Run(("--subscriber", f"wss://localhost:{pipeline.subscriberPort}", "sub", "news"), caPath())
@@ -236,7 +237,43 @@ class PublishAndSubscribeTests(InProcess):
         self.assertEqual(published, (0, "published\n", ""))
         await waitFor(lambda: subscribing.out.getvalue(), what="the message")
         subscribing.session.close()
-        self.assertEqual(await subscribing.finish(), (0, "<[news] hello world\n", ""))
+        status, out, err = await subscribing.finish()
+        self.assertEqual((status, out), (0, "<[news] hello world\n"))
+        self.assertRegex(err, r"^\(--since 1:[0-9a-f]{32}\)\n$")
+
+    async def test_since(self) -> None:
+        """
+        "sub --since OFFSET:EPOCH" (what "sub" printed) first prints what was missed
+        after that message, then live ones; with a position msgqueue cannot
+        replay from, it says so.
+        """
+        pipeline = await startPipeline(self)
+        publisher = ("--publisher", f"wss://localhost:{pipeline.publisherPort}")
+        subscriber = ("--subscriber", f"wss://localhost:{pipeline.subscriberPort}")
+        first = Run((*subscriber, "sub", "news"), caPath())
+        await waitFor(lambda: pipeline.reader.registry.subscribers("news"), what="the subscription")
+        self.assertEqual((await self.runClient(*publisher, "pub", "news", "one"))[0], 0)
+        await waitFor(lambda: first.err.getvalue(), what="the resume point")
+        first.session.close()
+        _, _, err = await first.finish()
+        since = err.strip()[len("(--since "):-1]
+        for content in ("two", "three"):
+            self.assertEqual((await self.runClient(*publisher, "pub", "news", content))[0], 0)
+        again = Run((*subscriber, "sub", "--since", since, "news"), caPath())
+        await waitFor(lambda: again.out.getvalue().count("\n") == 2, what="the missed messages")
+        again.session.close()
+        status, out, err = await again.finish()
+        self.assertEqual((status, out), (0, "<[news] two\n<[news] three\n"))
+        self.assertIn("news: recovered: what was missed follows, then live messages\n", err)
+        lost = Run((*subscriber, "sub", "--since", "1:another-epoch", "news"), caPath())
+        await waitFor(lambda: "NOT recovered" in lost.err.getvalue(), what="the refusal to recover")
+        lost.session.close()
+        self.assertRegex((await lost.finish())[2], r"news: NOT recovered \(msgqueue is at 3:[0-9a-f]{32}\)")
+
+    def test_sinceSyntax(self) -> None:
+        self.assertEqual(parser().parse_args(["sub", "--since", "17:abc", "t"]).since, (17, "abc"))
+        with self.assertRaises(SystemExit):
+            parser().parse_args(["sub", "--since", "abc", "t"])
 
     async def test_subscriptionEndedByServer(self) -> None:
         """
@@ -462,7 +499,7 @@ class URLTests(InProcess):
             self.assertEqual(result, (0, "published\n", ""), path)
         await waitFor(lambda: subscribing.out.getvalue().count("\n") == 2, what="both messages")
         subscribing.session.close()
-        self.assertEqual(await subscribing.finish(), (0, "<[news] /publish\n<[news] /publish/\n", ""))
+        self.assertEqual((await subscribing.finish())[:2], (0, "<[news] /publish\n<[news] /publish/\n"))
 
 
     async def test_endpointURLCommand(self) -> None:

@@ -53,8 +53,9 @@ Publish and subscribe to wsqueue from a terminal, over wss://.
 Without a command, interactive: type "sub TOPIC", "unsub TOPIC", "TOPIC MESSAGE..."
 or "exit" (or end the input); each message published prints "published" or the error.
 
-Messages print as <[topic] content. A failure prints one line on standard error and
-the exit status is 1.
+Messages print as <[topic] content; "sub" also prints, on standard error, where to
+resume after each one: (--since OFFSET:EPOCH). A failure prints one line on standard
+error and the exit status is 1.
 """
 """The C{--help} text: plain, unlike the module docstring (argparse prints it as it is)."""
 
@@ -282,7 +283,10 @@ async def subscribe(session: Session, args: argparse.Namespace, out: TextIO, err
     """
     connection = await session.connect(args.subscriber, SUBSCRIBE_PATH, "--subscriber")
     for number, topic in enumerate(args.topics, 1):
-        connection.sendMessage(wire.encode({"Topic": topic, "Content": "sub", "Id": number}))
+        request: dict = {"Topic": topic, "Content": "sub", "Id": number}
+        if args.since is not None:
+            request["Since"] = {"Offset": args.since[0], "Epoch": args.since[1]}
+        connection.sendMessage(wire.encode(request))
     while True:
         payload = await connection.frames.get()
         if payload is None:
@@ -292,10 +296,53 @@ async def subscribe(session: Session, args: argparse.Namespace, out: TextIO, err
             print(f"connection closed ({_closeCode(code, reason)})", file=err)
             return 1
         if payload.startswith(b'{"Ack":'):
-            # The subscriptions' acknowledgements: nothing for a person to read.
+            # The subscriptions' acknowledgements: only a recovery's is news to a person.
+            recovery = describeRecovery(payload, args.topics)
+            if recovery:
+                print(recovery, file=err, flush=True)
             continue
         text, isError = formatFrame(payload)
         print(text, file=err if isError else out, flush=True)
+        position = resumePoint(payload)
+        if position:
+            # Where to resume from after this message: on standard error, so that
+            # standard output stays the messages alone.
+            print(position, file=err, flush=True)
+
+
+def describeRecovery(payload: bytes, topics: Sequence[str]) -> str | None:
+    """
+    What a subscribe with C{Since} came to, for a person; L{None} for a plain Ack.
+    """
+    frame = wire.decodeJSON(payload)
+    if not isinstance(frame, dict) or "Recovered" not in frame:
+        return None
+    number = frame.get("Ack")
+    topic = topics[number - 1] if isinstance(number, int) and 0 < number <= len(topics) else "?"
+    if frame["Recovered"] is True:
+        return f"{topic}: recovered: what was missed follows, then live messages"
+    return (f"{topic}: NOT recovered (msgqueue is at {frame.get('Offset')}:{frame.get('Epoch')}): "
+            "reload your state; live messages follow")
+
+
+def resumePoint(payload: bytes) -> str | None:
+    """
+    C{(--since OFFSET:EPOCH)} for a delivered message: how to resume after it.
+    """
+    frame = wire.decodeJSON(payload)
+    if isinstance(frame, dict) and isinstance(frame.get("Offset"), int) and isinstance(frame.get("Epoch"), str):
+        return f"(--since {frame['Offset']}:{frame['Epoch']})"
+    return None
+
+
+def sincePoint(text: str) -> tuple[int, str]:
+    """
+    C{OFFSET:EPOCH}, as C{sub --since} takes it (what L{resumePoint} prints).
+    """
+    offset, sep, epoch = text.partition(":")
+    if not sep or not offset.isdigit() or not epoch:
+        raise argparse.ArgumentTypeError(f"{text!r} is not OFFSET:EPOCH (as printed after each message, e.g. 17:9f2c...)")
+    return int(offset), epoch
 
 
 @implementer(IHalfCloseableProtocol)
@@ -527,6 +574,9 @@ def parser() -> argparse.ArgumentParser:
     subHelp = "print messages on these topics as they arrive, until Ctrl-C"
     sub = commands.add_parser("sub", help=subHelp, description=subHelp.capitalize() + ".")
     sub.add_argument("topics", metavar="TOPIC", nargs="+")
+    sub.add_argument("--since", metavar="OFFSET:EPOCH", type=sincePoint, default=None,
+                     help="first deliver what was missed after this message (printed after each one on standard "
+                          "error), if msgqueue still holds all of it")
     return p
 
 
