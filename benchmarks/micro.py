@@ -154,6 +154,33 @@ def subscriberReceivedUnsubscribed100() -> Callable[[], None]:
     return _reader(False)
 
 
+def _fanOut(patterns: bool, topics: int) -> Callable[[], None]:
+    """
+    The subscriber's reader fanning a batch of 100 messages out to 10,000 clients
+    spread over C{topics} subscriptions of 10,000 / C{topics} clients each: exact
+    topics C{bench.N.x}, or the patterns C{bench.N.*} (C{patterns}).  The messages
+    go to 100 different topics (to one, with a single subscription), so each batch
+    is 100 x (10,000 / topics) deliveries.
+    """
+    registry = TopicRegistry()
+    perTopic = 10_000 // topics
+    for number in range(topics):
+        for _ in range(perTopic):
+            registry.subscribe(f"bench.{number}.*" if patterns else f"bench.{number}.x", _Sink())
+    batch = wire.encode({"Epoch": EPOCH, "Messages": [
+        [offset, f"bench.{offset % min(topics, 100)}.x", CONTENT] for offset in range(1, 101)]})
+    reader = QueueReader(registry, Clock())
+    link = _Sink()
+    reader.linkOpened(link)
+
+    def received() -> None:
+        reader._recent.clear()
+        reader._recentOrder.clear()
+        reader.linkReceived(link, batch, False)
+
+    return received
+
+
 def publisherFlush100() -> Callable[[], None]:
     """
     The publisher's forwarder sending 100 held messages to msgqueue in one batch.
@@ -250,6 +277,10 @@ BENCHMARKS: dict[str, tuple[Callable[[], object], int, bool]] = {
     "frames.readFrames (per client frame, 100 per read)": (framesReadClient100, 100, False),
     "subscriber.linkReceived (per message, batch of 100, one client)": (subscriberReceived100, 100, True),
     "subscriber.linkReceived (per message, batch of 100, no client)": (subscriberReceivedUnsubscribed100, 100, True),
+    "subscriber.fanOut 10,000 clients on 1,000 topics (per delivery)": (lambda: _fanOut(False, 1000), 1000, True),
+    "subscriber.fanOut 10,000 clients on 1,000 patterns (per delivery)": (lambda: _fanOut(True, 1000), 1000, True),
+    "subscriber.fanOut 10,000 clients on 1 topic (per delivery)": (lambda: _fanOut(False, 1), 1_000_000, True),
+    "subscriber.fanOut 10,000 clients on 1 pattern (per delivery)": (lambda: _fanOut(True, 1), 1_000_000, True),
     "publisher.flush (per message, batch of 100)": (publisherFlush100, 100, True),
     "msgqueue.deliver batch=1 (per message, 100 entries)": (msgqueueDeliverBatch100, 100, True),
     "msgqueue.deliver batch=0 (per message, 100 entries)": (msgqueueDeliverSingle100, 100, True),
