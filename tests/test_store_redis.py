@@ -218,6 +218,55 @@ class SharedQueueTests(TestCase):
             raise StoreError(f"heard {heard}")
 
 
+class HistoryIndexTests(TestCase):
+    """
+    The per-topic index of history reads on Redis: bounded with what is held, and
+    never trusted for what was appended without it.
+    """
+
+    timeout = 20
+
+    async def setUp(self) -> None:
+        self.server = sharedServer()
+        self.server.command("FLUSHALL")
+
+    def keys(self) -> set[str]:
+        return {key.decode() if isinstance(key, bytes) else key for key in self.server.command("KEYS", "*:ti:*")}
+
+    async def test_indexFollowsTheStream(self) -> None:
+        """
+        A topic's index goes once its last entry has gone (trimmed, or dropped by
+        retention), and the list of topics with it.
+        """
+        store = await openRedisStore(self, self.server, historyKeep=2)
+        await store.append([("a", "1"), ("b", "2"), ("a", "3")])
+        self.assertEqual(self.keys(), {"wsqueue:{msgqueue}:ti:a", "wsqueue:{msgqueue}:ti:b"})
+        entries = await store.readGroup("g", "c", 10)
+        await store.ack("g", [entry.offset for entry in entries])
+        self.assertEqual(self.keys(), {"wsqueue:{msgqueue}:ti:a", "wsqueue:{msgqueue}:ti:b"})
+        await store.append([("a", "4")])
+        await store.ack("g", [entry.offset for entry in await store.readGroup("g", "c", 10)])
+        self.assertEqual(self.keys(), {"wsqueue:{msgqueue}:ti:a"})
+        self.assertEqual(self.server.command("SMEMBERS", "wsqueue:{msgqueue}:topics"), ["a"])
+        await store.applyRetention(0, None, None)
+        self.assertEqual(self.keys(), set())
+        self.assertEqual(self.server.command("SMEMBERS", "wsqueue:{msgqueue}:topics"), [])
+
+    async def test_appendedWithoutIndex(self) -> None:
+        """
+        What a daemon without history appended is not in the index: a history read
+        reaching back to it is not complete.
+        """
+        without = await openRedisStore(self, self.server, historyKeep=0)
+        await without.append([("a", "1"), ("a", "2")])
+        withHistory = await openRedisStore(self, self.server, historyKeep=10)
+        await withHistory.append([("a", "3")])
+        history = await withHistory.history("a", 0, 10)
+        self.assertEqual(([entry.offset for entry in history.entries], history.complete), ([3], False))
+        history = await withHistory.history("a", 2, 10)
+        self.assertEqual(([entry.offset for entry in history.entries], history.complete), ([3], True))
+
+
 class RestartTests(TestCase):
     """
     Redis killed (kill -9) and started again on the same folder, with an

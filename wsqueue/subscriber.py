@@ -75,11 +75,14 @@ class TopicRegistry:
         self._byTopic: dict[str, set[SubscribeHandler]] = {}
         self._patterns: TopicTrie[SubscribeHandler] = TopicTrie()
         self._matches: dict[str, set[SubscribeHandler] | frozenset[SubscribeHandler]] = {}
+        # len(self._patterns) > 0, kept as a plain attribute: read once per message.
+        self._hasPatterns = False
         self.slowConsumersClosed = 0
 
     def subscribe(self, topic: str, client: SubscribeHandler) -> None:
         if isPattern(topic):
             self._patterns.add(topic, client)
+            self._hasPatterns = True
             self._matches.clear()
         else:
             self._byTopic.setdefault(topic, set()).add(client)
@@ -88,6 +91,7 @@ class TopicRegistry:
     def unsubscribe(self, topic: str, client: SubscribeHandler) -> None:
         if isPattern(topic):
             self._patterns.discard(topic, client)
+            self._hasPatterns = len(self._patterns) > 0
             self._matches.clear()
             return
         clients = self._byTopic.get(topic)
@@ -102,7 +106,7 @@ class TopicRegistry:
         The clients a message on C{topic} goes to, each once however many of its
         subscriptions match.  Not to be changed by the caller.
         """
-        if not self._patterns:
+        if not self._hasPatterns:
             return self._byTopic.get(topic, _NOBODY)
         found = self._matches.get(topic)
         if found is None:
@@ -248,13 +252,12 @@ class QueueReader(LinkOwner):
             for client in self.registry.subscribers(topic):
                 topicsOf.setdefault(client, []).append(topic)
         joined: dict[str, bytes] = {}
-        holding = self.holding
-        for client, topics in topicsOf.items():
-            if holding and client in holding:
-                # Recovering history: its messages wait, or are filtered (see hold).
-                wanted = set(topics)
+        if self.holding:
+            # Clients recovering history: their messages wait, or are filtered (see hold).
+            for client in self.holding.intersection(topicsOf):
+                wanted = set(topicsOf.pop(client))
                 client.hold([item for item in outgoing if item[0] in wanted])
-                continue
+        for client, topics in topicsOf.items():
             if len(topics) == 1:
                 data = joined.get(topics[0])
                 if data is None:
@@ -314,6 +317,8 @@ class SubscribeHandler(EndpointHandler):
         """The subscribe with C{Since} whose history is being read, if any."""
         self.held: list[tuple[str, int, bytes]] = []
         self.heldBytes = 0
+        self.replayAllowed = False
+        """Whether the connection may have a replay's bytes more than usual waiting."""
         self.replayed: tuple[str, int] | None = None
         """After a recovery, while the reader is behind it: the pattern replayed and
         the offset the replay went up to (live messages up to it are duplicates)."""
@@ -396,6 +401,7 @@ class SubscribeHandler(EndpointHandler):
             # The replay may pass the client's usual bound: it may have that much
             # more waiting until it has read it (see sendFrames).
             self.connection.peerBufferLimit = self.maxClientBuffer + len(replay)
+            self.replayAllowed = True
         # Live messages up to upTo on the pattern are in the replay (or in the state
         # the client reloads): dropped, now and until the reader has passed upTo.
         live = b"".join(frame for topic, offset, frame in held if not (offset <= upTo and matches(pattern, topic)))
@@ -460,8 +466,9 @@ class SubscribeHandler(EndpointHandler):
         if not connection.isOpen or not data:
             return
         connection.sendFrames(data)
-        if connection.peerBufferLimit > self.maxClientBuffer and (unsentBytes(connection) or 0) <= self.maxClientBuffer:
-            # A replay has been read: the usual bound again.
+        if self.replayAllowed and (unsentBytes(connection) or 0) <= self.maxClientBuffer:
+            # The replay has been read: the usual bound again.
+            self.replayAllowed = False
             connection.peerBufferLimit = self.maxClientBuffer
         if connection.slowConsumer:
             self.registry.slowConsumersClosed += 1

@@ -9,7 +9,12 @@ Cluster slot):
 
   - C{meta} (hash): C{epoch}, C{first} (the lowest offset still held), C{last}
     (the highest offset allocated), C{bytes} (UTF-8 bytes of the held topics and
-    contents), C{layout} (the version of this key layout);
+    contents), C{layout} (the version of this key layout), C{needed} (the lowest
+    offset a group still needs), C{historyKeep} (how many entries are kept for
+    history beyond that), C{indexedFrom} (the lowest offset the history index
+    covers);
+  - C{ti:TOPIC} (sorted set): the offsets of a topic's held entries, the index of
+    history reads; C{topics} (set): the topics that have one;
   - C{stream} (stream): one entry per message, with ID C{OFFSET-0} and fields
     C{t} (topic), C{c} (content), C{s} (when it was stored).  Offsets are allocated
     by the append script from C{meta.last}, so they are the same integers for
@@ -66,7 +71,7 @@ from zope.interface import implementer
 
 from wsqueue.store.base import ISOLATE_AFTER, DeadLetter, Entry, History, IMessageStore, PendingEntry
 from wsqueue.store.sqlite import StoreError
-from wsqueue.topics import matches
+from wsqueue.topics import isPattern, matches
 
 LAYOUT = 1
 """The version of the key layout above, kept in C{meta.layout}."""
@@ -80,9 +85,6 @@ MAX_PRODUCERS_REMEMBERED = 100_000
 """How many producers' last sequence numbers are kept, most recently seen kept."""
 MAX_DEAD_LETTERS = 10_000
 """How many dead letters are kept, newest kept."""
-HISTORY_SCAN = 4
-"""A history read on Redis reads at most this many times its limit of the stream
-after the offset asked for (Redis has no index by topic)."""
 PRESENCE_TTL = 5.0
 """Seconds a daemon's word that it serves some groups holds: it says so again at every
 maintenance run (once a second), so a daemon that died is forgotten after this."""
@@ -218,19 +220,33 @@ local function forget(g, offsets)
   local gp, go, gr, gt = groupKeys(g)
   each('HDEL', gp, offsets, 1); each('ZREM', go, offsets, 1); each('ZREM', gr, offsets, 1); each('ZREM', gt, offsets, 1)
 end
--- Drop the stream entries below offset cut, keeping meta.first and meta.bytes.
+-- Take the offsets below cut out of the per-topic history index of these topics
+-- (a set: topic -> true), and a topic with none left out of the list of topics.
+local function unindex(topics, cut)
+  for topic in pairs(topics) do
+    local key = P .. 'ti:' .. topic
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. cut)
+    if redis.call('ZCARD', key) == 0 then
+      redis.call('DEL', key)
+      redis.call('SREM', P .. 'topics', topic)
+    end
+  end
+end
+-- Drop the stream entries below offset cut, keeping meta.first, meta.bytes and the index.
 local function dropBelow(cut)
   local first = tonumber(redis.call('HGET', META, 'first'))
   if cut <= first then return end
-  local size = 0
+  local size, topics = 0, {}
   for from = first, cut - 1, 1000 do
     for _, row in ipairs(redis.call('XRANGE', STREAM, id(from), id(math.min(cut - 1, from + 999)))) do
       size = size + #row[2][2] + #row[2][4]
+      topics[row[2][2]] = true
     end
   end
   redis.call('XTRIM', STREAM, 'MINID', id(cut))
   redis.call('HSET', META, 'first', cut)
   redis.call('HINCRBY', META, 'bytes', -size)
+  unindex(topics, cut)
 end
 -- Drop what no group needs any more; with no group, everything is kept for the first.
 local function trim()
@@ -302,6 +318,19 @@ for i = 1, n do
     size = size + #topic + #content
     stored = stored + 1
   end
+end
+-- The per-topic index of history reads (ti:TOPIC, offsets by offset; topics: which
+-- exist), kept while history is (meta.historyKeep); what is appended without it
+-- cannot be found by topic, so history is complete only from meta.indexedFrom on.
+if (tonumber(redis.call('HGET', META, 'historyKeep') or '0') or 0) > 0 then
+  for i = 1, n do
+    if offsets[i] > 0 then
+      redis.call('ZADD', P .. 'ti:' .. items[i][2], offsets[i], offsets[i])
+      redis.call('SADD', P .. 'topics', items[i][2])
+    end
+  end
+elseif stored > 0 then
+  redis.call('HSET', META, 'indexedFrom', last + 1)
 end
 redis.call('HSET', META, 'last', last)
 if size > 0 then redis.call('HINCRBY', META, 'bytes', size) end
@@ -475,7 +504,7 @@ local first, last = tonumber(redis.call('HGET', META, 'first')), tonumber(redis.
 local bytes = tonumber(redis.call('HGET', META, 'bytes'))
 local oldest = maxAge and now - maxAge
 local countCut = maxMessages and last + 1 - maxMessages or first
-local cut, size, done = first, 0, false
+local cut, size, done, topics = first, 0, false, {}
 while not done and cut <= last do
   local rows = redis.call('XRANGE', STREAM, id(cut), '+', 'COUNT', 500)
   if #rows == 0 then break end
@@ -483,6 +512,7 @@ while not done and cut <= last do
     local entrySize = #row[2][2] + #row[2][4]
     if cut < countCut or (maxBytes and bytes - size > maxBytes) or (oldest and tonumber(row[2][6]) < oldest) then
       size = size + entrySize
+      topics[row[2][2]] = true
       cut = offsetOf(row[1]) + 1
     else
       done = true
@@ -505,6 +535,7 @@ if cut > first then
   redis.call('XTRIM', STREAM, 'MINID', id(cut))
   redis.call('HSET', META, 'first', cut)
   redis.call('HINCRBY', META, 'bytes', -size)
+  unindex(topics, cut)
 end
 table.insert(reply, 1, held())
 return reply
@@ -582,19 +613,28 @@ if redis.call('HEXISTS', META, 'last') == 0 then
 end
 """
 
-# History (IMessageStore.history): Redis keeps no index by topic, so the stream is read
-# after the offset asked for, ARGV[3] entries at most (RedisStore filters them): a read
-# of the tail, bounded, never of the whole log.
+# History (IMessageStore.history): the offsets above ARGV[2] of each topic named from
+# ARGV[4] on, from the per-topic index (ti:TOPIC), at most ARGV[3] of them (one more
+# says there are more), then those entries from the stream.
 _HISTORY = r"""
-local after, count = tonumber(ARGV[2]), tonumber(ARGV[3])
-local rows = redis.call('XRANGE', STREAM, id(after + 1), '+', 'COUNT', count + 1)
+local after, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
+local found = {}
+for i = 4, #ARGV do
+  for _, o in ipairs(redis.call('ZRANGEBYSCORE', P .. 'ti:' .. ARGV[i], '(' .. after, '+inf', 'LIMIT', 0, limit + 1)) do
+    found[#found + 1] = tonumber(o)
+  end
+end
+table.sort(found)
 local out = {}
-for i = 1, math.min(#rows, count) do
-  local row = rows[i]
-  out[i] = {offsetOf(row[1]), row[2][2], row[2][4]}
+if #found <= limit then
+  for _, o in ipairs(found) do
+    local row = redis.call('XRANGE', STREAM, id(o), id(o))[1]
+    if row then out[#out + 1] = {o, row[2][2], row[2][4]} end
+  end
 end
 return {held(), redis.call('HGET', META, 'epoch'), tonumber(redis.call('HGET', META, 'first')),
-        tonumber(redis.call('HGET', META, 'last')), #out == 0 and '[]' or cjson.encode(out), #rows > count and 1 or 0}
+        tonumber(redis.call('HGET', META, 'last')), tonumber(redis.call('HGET', META, 'indexedFrom') or '1'),
+        #out == 0 and '[]' or cjson.encode(out), #found}
 """
 
 # Keeps atomic: creating the queue's meta data once (the epoch above all), whichever
@@ -606,6 +646,7 @@ redis.call('HSETNX', META, 'first', 1)
 redis.call('HSETNX', META, 'last', 0)
 redis.call('HSETNX', META, 'bytes', 0)
 redis.call('HSET', META, 'historyKeep', ARGV[4])
+redis.call('HSETNX', META, 'indexedFrom', tonumber(redis.call('HGET', META, 'last')) + 1)
 return {redis.call('HGET', META, 'epoch'), tonumber(redis.call('HGET', META, 'layout')), redis.call('XLEN', STREAM)}
 """
 
@@ -1040,20 +1081,25 @@ class RedisStore:
         return d.addCallback(self._counted).addCallback(lambda flat: list(zip(flat[::2], flat[1::2])))
 
     def history(self, pattern: str, after: int, limit: int) -> Deferred[History]:
-        # The stream after the offset, at most HISTORY_SCAN times the limit: with no
-        # index by topic in Redis, a client too far behind gets an incomplete answer.
-        scan = limit * HISTORY_SCAN
+        # A pattern's topics from the list of indexed topics first (the index's
+        # equivalent of SQLite's range of topics), then their offsets from the index.
+        def read(topics: list[str]) -> Deferred[History]:
+            d = self._run("history", [str(after), str(limit), *topics])
+            return d.addCallback(self._counted).addCallback(found)
 
         def found(reply: list) -> History:
-            epoch, first, last, rows, truncated = reply
-            complete = (after + 1 >= first or after >= last) and not truncated
-            entries = [Entry(offset, topic, content) for offset, topic, content in json.loads(rows)
-                       if matches(pattern, topic)]
-            if len(entries) > limit:
-                return History(epoch, last, [], False)
+            epoch, first, last, indexedFrom, rows, count = reply
+            entries = [Entry(offset, topic, content) for offset, topic, content in json.loads(rows)]
+            nothingAfter = after >= last
+            complete = nothingAfter or (after + 1 >= max(first, indexedFrom) and count <= limit)
+            # An entry the index named but the stream no longer held: a gap, never whole.
+            complete = complete and len(entries) == count
             return History(epoch, last, entries, complete)
 
-        return self._run("history", [str(after), str(scan)]).addCallback(self._counted).addCallback(found)
+        if not isPattern(pattern):
+            return read([pattern])
+        listed = self._command("SMEMBERS", self._prefix + "topics")
+        return listed.addCallback(lambda topics: read([topic for topic in topics if matches(pattern, topic)]))
 
     def deadLetters(self, group: str | None = None) -> Deferred[list[DeadLetter]]:
         def decoded(rows: list) -> list[DeadLetter]:
