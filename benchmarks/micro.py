@@ -134,6 +134,14 @@ def _reader(subscribed: bool) -> Callable[[], None]:
     registry = TopicRegistry()
     if subscribed:
         registry.subscribe("bench.S1w", _Sink())
+    return _receiving(registry, POP_BATCH)
+
+
+def _receiving(registry: TopicRegistry, batch: bytes) -> Callable[[], None]:
+    """
+    A reader over C{registry} taking C{batch} (a frame from msgqueue) again and
+    again, each time as new.
+    """
     reader = QueueReader(registry, Clock())
     link = _Sink()
     reader.linkOpened(link)
@@ -141,7 +149,7 @@ def _reader(subscribed: bool) -> Callable[[], None]:
     def received() -> None:
         reader._recent.clear()
         reader._recentOrder.clear()
-        reader.linkReceived(link, POP_BATCH, False)
+        reader.linkReceived(link, batch, False)
 
     return received
 
@@ -169,16 +177,7 @@ def _fanOut(patterns: bool, topics: int) -> Callable[[], None]:
             registry.subscribe(f"bench.{number}.*" if patterns else f"bench.{number}.x", _Sink())
     batch = wire.encode({"Epoch": EPOCH, "Messages": [
         [offset, f"bench.{offset % min(topics, 100)}.x", CONTENT] for offset in range(1, 101)]})
-    reader = QueueReader(registry, Clock())
-    link = _Sink()
-    reader.linkOpened(link)
-
-    def received() -> None:
-        reader._recent.clear()
-        reader._recentOrder.clear()
-        reader.linkReceived(link, batch, False)
-
-    return received
+    return _receiving(registry, batch)
 
 
 def publisherFlush100() -> Callable[[], None]:
