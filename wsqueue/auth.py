@@ -169,6 +169,22 @@ class CredentialsFileChecker:
         self._lastCheck = clock.seconds()
         self._secret = secrets.token_bytes(32)
         self._verified: OrderedDict[bytes, None] = OrderedDict()
+        self._listeners: list[Callable[[], None]] = []
+
+    def addReloadListener(self, listener: Callable[[], None]) -> None:
+        """
+        Call C{listener} after each reload of the file (to end the connections of
+        users removed or with a new password).
+        """
+        self._listeners.append(listener)
+
+    def checkForChanges(self) -> None:
+        """
+        Re-read the file now if it changed (a daemon calls this every second, so
+        that a change takes effect even when nobody signs in).
+        """
+        self._lastCheck = float("-inf")
+        self._reloadIfChanged()
 
     def _reloadIfChanged(self) -> None:
         now = self._clock.seconds()
@@ -186,6 +202,11 @@ class CredentialsFileChecker:
         self._mtime = mtime
         self._verified.clear()
         self.log.info("credentials file {path} reloaded", path=self.path)
+        for listener in self._listeners:
+            try:
+                listener()
+            except Exception:  # noqa: BLE001 -- one listener failing must not keep the others from hearing
+                self.log.failure("acting on the reloaded credentials failed")
 
     def stampOf(self, user: str) -> str | None:
         """

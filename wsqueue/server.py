@@ -26,6 +26,7 @@ from twisted.application.service import Service
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IProtocol
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Site
@@ -133,6 +134,9 @@ class StageServerProtocol(PausableReading, StageConnection, WebSocketServerProto
     # onMessage needs no check).
     handler: EndpointHandler = cast(EndpointHandler, None)
     user: str | None = None
+    credentialStamp: str | None = None
+    """The user's stored password hash when the connection was authenticated: a
+    connection whose user's hash changed (or went) is closed (L{RevokeChangedCredentials})."""
     path: str = ""
     slowConsumer: bool = False
     peerBufferLimit: int = MAX_PEER_BUFFER
@@ -195,6 +199,8 @@ class StageServerProtocol(PausableReading, StageConnection, WebSocketServerProto
 
     def _authenticated(self, user: str, route: Route, request: ConnectionRequest) -> None:
         self.user = user
+        stampOf = getattr(self.factory.authenticator, "stampOf", None)
+        self.credentialStamp = stampOf(user) if stampOf is not None else None
         self.peerBufferLimit = self.factory.limits.maxPeerBuffer
         self.handler = route(self, request)
 
@@ -393,6 +399,50 @@ class StageServerFactory(WebSocketServerFactory):
             waiting.append(d)
             closeWith(connection, code, reason)
         return DeferredList(waiting)
+
+
+REVOKE_CHECK_INTERVAL = 1.0
+"""Seconds between two looks at the credentials file for changes."""
+
+
+class RevokeChangedCredentials(Service):
+    """
+    Closes (1008, "credentials revoked") the connections of users whose password
+    changed, or who were removed, in the credentials file, within about
+    L{REVOKE_CHECK_INTERVAL} of the change.  Without a credentials file (the demo
+    account) there is nothing to watch.
+    """
+
+    log = Logger()
+
+    def __init__(self, factory: StageServerFactory, clock) -> None:
+        self.factory = factory
+        self.clock = clock
+        self._loop: LoopingCall | None = None
+        checker = getattr(factory.authenticator, "checker", None)
+        self.checker = checker if hasattr(checker, "addReloadListener") else None
+        if self.checker is not None:
+            self.checker.addReloadListener(self.revoke)
+
+    def startService(self) -> None:
+        super().startService()
+        if self.checker is not None:
+            self._loop = LoopingCall(self.checker.checkForChanges)
+            self._loop.clock = self.clock
+            self._loop.start(REVOKE_CHECK_INTERVAL, now=False)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+
+    def revoke(self) -> None:
+        stampOf = self.factory.authenticator.stampOf
+        for connection in list(self.factory.connections):
+            if connection.user is not None and stampOf(connection.user) != connection.credentialStamp:
+                self.log.info("closing {peer} ({user}) on {path}: credentials revoked", peer=connection.peer,
+                              user=connection.user, path=connection.path)
+                closeWith(connection, POLICY_VIOLATION, "credentials revoked")
 
 
 class ConnectionCloser(Service):

@@ -25,7 +25,7 @@ from wsqueue.access import Access
 from wsqueue.acl import ACLFile
 from wsqueue.options import StartupError, buildACL, buildAuthenticator, buildLink, buildSignIn
 from wsqueue.readiness import ReadyFile, readyFileOf
-from wsqueue.server import ConnectionCloser, StageServerFactory
+from wsqueue.server import ConnectionCloser, RevokeChangedCredentials, StageServerFactory
 from wsqueue.tap._listen import Listener, describeAddress, listenersOf
 from wsqueue.tls import TLSConfigurationError
 from wsqueue.web.account import LoginResource, LogoutResource, SessionResource, TicketResource
@@ -289,6 +289,7 @@ def linkedStageService(
     # from msgqueue after that is left unacknowledged, for the next subscriber), and
     # a publisher's last acknowledgements still reach its clients; then the clients.
     listeningService(factory, listeners, stage, readyFileOf(options)).setServiceParent(service)
+    RevokeChangedCredentials(factory, reactor).setServiceParent(service)
     link.setServiceParent(service)
     service.owner = owner
     service.factory = factory

@@ -27,7 +27,7 @@ from wsqueue.options import (
     buildAuthenticator,
 )
 from wsqueue.readiness import ReadyFile, readyFileOf
-from wsqueue.server import StageServerFactory
+from wsqueue.server import RevokeChangedCredentials, StageServerFactory
 from wsqueue.store.base import IMessageStore
 from wsqueue.store.config import (
     DEFAULT_STORE,
@@ -133,6 +133,7 @@ def buildMsgQueue(
     factory.permittedOrigins = frozenset(options["allowed-origins"])
     ready = readyFileOf(options)
     listeningService(factory, listeners, "msgqueue", ready).setServiceParent(service)
+    RevokeChangedCredentials(factory, reactor).setServiceParent(service)
     # broker.maintenance never fails: TimerService's loop would stop for good if it did.
     maintenance = TimerService(MAINTENANCE_INTERVAL, broker.maintenance)
     maintenance.clock = reactor
