@@ -21,6 +21,7 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred, fail, succeed
 
 from wsqueue.auth import BasicAuthenticator
+from wsqueue.connection import ServerStats
 from wsqueue.signin import InvalidToken, Sessions, Tickets
 
 SESSION_COOKIE = "wsqueue_session"
@@ -57,6 +58,8 @@ class Access:
         self.allowsOrigin = allowsOrigin
         self.tickets = tickets
         self.sessions = sessions
+        self.stats = ServerStats()
+        """Where refusals are counted: the server's (L{wsqueue.server.ServerStats})."""
 
     def checkOrigin(self, headers: Mapping[str, str]) -> None:
         """

@@ -10,7 +10,7 @@ lives here so that it can be tested without a network.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -136,6 +136,12 @@ class QueueBroker:
     ) -> None:
         self.store = store
         self.historyMax = historyMax
+        self.stored = 0
+        """Messages appended (for C{--metrics-port})."""
+        self.delivered = 0
+        """Entries handed to consumers, redeliveries included."""
+        self.appendTimer: Callable[[float], None] | None = None
+        """Told how long each append took, in seconds (the store latency histogram)."""
         self.clock = clock
         # Up to a push batch (wire.BATCH_MESSAGES, 1,000) may arrive from each pusher
         # after it was paused: the overshoot allowed past the bound.
@@ -239,6 +245,9 @@ class QueueBroker:
             (and fires L{None} for) those it already has from that producer.
         """
         d = self.store.append(messages, producer, seqs)
+        if self.appendTimer is not None:
+            started, timer = self.clock.seconds(), self.appendTimer
+            d.addCallback(lambda offsets: (timer(self.clock.seconds() - started), offsets)[1])
         d.addCallback(self._appended)
         # Read for waiting consumers now, not once the append has committed: the
         # store runs operations in order, so the read sees the new entries (in the
@@ -251,6 +260,7 @@ class QueueBroker:
         return d
 
     def _appended(self, offsets: list[int | None]) -> list[int | None]:
+        self.stored += sum(offset is not None for offset in offsets)
         self._lastAppended = max([self._lastAppended, *(offset for offset in offsets if offset is not None)])
         self._updatePause()
         if getattr(self.store, "confirmsAppends", False):

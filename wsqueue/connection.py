@@ -130,3 +130,21 @@ class StageConnection(frames.WholeFrames):
             self.sendText(payload)
             return True
         return False
+
+
+class ServerStats:
+    """
+    What one server factory counts, read by L{wsqueue.metrics.DaemonMetrics} at scrape time.
+    """
+
+    __slots__ = ("errors", "received", "refused", "signinFailures", "slowConsumers")
+
+    def __init__(self) -> None:
+        self.refused: dict[str, int] = {}
+        self.received: dict[str, int] = {}
+        self.errors: dict[str, int] = {}
+        self.signinFailures = 0
+        self.slowConsumers = 0
+
+    def refuse(self, reason: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1

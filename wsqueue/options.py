@@ -21,6 +21,7 @@ from wsqueue.acl import ACLError, ACLFile
 from wsqueue.auth import DEMO_PASSWORD, DEMO_USER, BasicAuthenticator, CredentialsFileError, makeAuthenticator
 from wsqueue.connection import Limits
 from wsqueue.link import QueueLink, QueueTarget
+from wsqueue.metrics import DaemonMetrics
 from wsqueue.readiness import readyFileOf
 from wsqueue.signin import SecretError, Sessions, Tickets, loadSecret
 from wsqueue.tls import TLSConfigurationError, clientEndpoint, defaultCAPath, defaultCertDir, parseURL
@@ -148,6 +149,9 @@ class ServerOptions(usage.Options):
         ["ping-interval", None, 20.0, "Seconds between WebSocket pings; a peer silent that long after a ping is dropped.", _positiveFloat],
         ["ready-file", None, None, READY_FILE_HELP],
         ["shutdown-timeout", None, 10.0, "Seconds a stop may take to finish what is in flight before it goes on regardless.", _positiveFloat],
+        ["metrics-port", None, None, ("Serve Prometheus metrics at /metrics, and /healthz and /readyz, over plain "
+                                      "HTTP on this port [default: off]."), _port],
+        ["metrics-interface", None, "127.0.0.1", "The address --metrics-port listens on."],
     ]
 
     def __init__(self) -> None:
@@ -449,6 +453,18 @@ def buildSignIn(options, reactor, log) -> tuple[Tickets, Sessions]:
         Sessions(secret, reactor, options["session-ttl"], authenticator.stampOf),
     )
     return options.signIn
+
+
+def buildMetrics(options) -> DaemonMetrics | None:
+    """
+    The daemon's metrics (C{--metrics-port}), or L{None} without it; one per daemon.
+    """
+    if options.get("metrics-port") is None:
+        return None
+    existing = getattr(options, "metrics", None)
+    if existing is None:
+        existing = options.metrics = DaemonMetrics()
+    return existing
 
 
 def buildACL(options, reactor, log) -> ACLFile | None:

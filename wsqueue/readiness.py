@@ -52,6 +52,7 @@ class ReadyFile:
         self._linksExpected: list[frozenset[str]] = []
         self._listening = 0
         self._linked: set[str] = set()
+        self._openNow: set[str] = set()
         self._storesExpected = 0
         self._storesOpen = 0
         self.isReady = False
@@ -105,11 +106,27 @@ class ReadyFile:
 
     def linkOpened(self, url: str) -> None:
         self._linked.add(url)
+        self._openNow.add(url)
         self._write({"event": "link-open", "url": url})
         self._checkReady()
 
     def linkClosed(self, url: str) -> None:
+        self._openNow.discard(url)
         self._write({"event": "link-closed", "url": url})
+
+    def problem(self) -> str | None:
+        """
+        Why the daemon is not ready now (C{/readyz}), or L{None}: a listener not
+        listening yet, a link to msgqueue not open now, a store not open.
+        """
+        if self._listening < self._listenersExpected:
+            return "not listening yet"
+        for urls in self._linksExpected:
+            if not urls & self._openNow:
+                return f"link to msgqueue is down ({min(urls).split('?')[0]})"
+        if self._storesOpen < self._storesExpected:
+            return "store not open yet"
+        return None
 
     def _checkReady(self) -> None:
         if (

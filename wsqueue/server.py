@@ -41,6 +41,7 @@ from wsqueue.connection import (
     MAX_PEER_BUFFER,
     POLICY_VIOLATION,
     Limits,
+    ServerStats,
     StageConnection,
     applyLimits,
     closeWith,
@@ -182,15 +183,18 @@ class StageServerProtocol(PausableReading, StageConnection, WebSocketServerProto
         self.path = request.path
         route = self.factory.routes.get(request.path)
         if route is None:
+            self.factory.stats.refuse("not_found")
             raise ConnectionDeny(404, f"no endpoint {request.path}; this server has {', '.join(sorted(self.factory.routes))}")
         access: Access = self.factory.access
         try:
             access.checkOrigin(request.headers)
         except Forbidden:
+            self.factory.stats.refuse("origin")
             self.eventLog.info("refused {peer} on {path}: Origin {origin} is not allowed", peer=self.peer,
                                path=self.path, origin=request.headers["origin"][:200])
             raise ConnectionDeny(403, "Origin not allowed")
         if self.factory.unavailable is not None:
+            self.factory.stats.refuse("unavailable")
             raise ConnectionDeny(503, self.factory.unavailable)
         tickets = request.params.get("ticket")
         d = access.authenticate(request.headers, tickets[0] if tickets else None)
@@ -206,10 +210,14 @@ class StageServerProtocol(PausableReading, StageConnection, WebSocketServerProto
 
     def _refused(self, failure: Failure) -> Deferred[None]:
         failure.trap(UnauthorizedLogin, Forbidden)
+        stats = self.factory.stats
         if failure.check(Forbidden):
+            stats.refuse("origin")
             self.eventLog.info("refused {peer} on {path}: {reason}", peer=self.peer, path=self.path,
                                reason=failure.value)
             raise ConnectionDeny(403, str(failure.value))
+        stats.refuse("auth")
+        stats.signinFailures += 1
         # The reason names what failed (a ticket expired, a session revoked), never the secret.
         self.eventLog.info("refused {peer} on {path}: missing or wrong credentials ({reason})", peer=self.peer,
                            path=self.path, reason=str(failure.value) or "wrong password")
@@ -233,6 +241,8 @@ class StageServerProtocol(PausableReading, StageConnection, WebSocketServerProto
         self._guard(self.handler.opened)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        received = self.factory.stats.received
+        received[self.path] = received.get(self.path, 0) + 1
         self._guard(self.handler.received, payload, isBinary)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
@@ -263,6 +273,8 @@ class StageServerProtocol(PausableReading, StageConnection, WebSocketServerProto
             self.send(WireError("internal error").encode())
 
     def sendError(self, error: WireError) -> None:
+        errors = self.factory.stats.errors
+        errors[self.path] = errors.get(self.path, 0) + 1
         self.send(error.encode())
 
     def sendFrames(self, data: bytes) -> None:
@@ -301,6 +313,7 @@ class StageServerProtocol(PausableReading, StageConnection, WebSocketServerProto
 
     def _closeSlowConsumer(self) -> None:
         self.slowConsumer = True
+        self.factory.stats.slowConsumers += 1
         self.eventLog.warn(
             "closing {peer} ({user}) on {path}: slow consumer, more than {limit} bytes waiting",
             peer=self.peer, user=self.user, path=self.path, limit=self.peerBufferLimit,
@@ -361,7 +374,10 @@ class StageServerFactory(WebSocketServerFactory):
         super().__init__(reactor=reactor, server="wsqueue")
         self.routes = dict(routes)
         self.authenticator = authenticator
+        self.stats = ServerStats()
+        """What this server counts for C{--metrics-port} (L{wsqueue.metrics})."""
         self.access = Access(authenticator, self.allowsOrigin)
+        self.access.stats = self.stats
         self.limits = limits
         self.connections: set[StageServerProtocol] = set()
         self.closing: dict[StageServerProtocol, Deferred[None]] = {}

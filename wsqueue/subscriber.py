@@ -154,6 +154,8 @@ class QueueReader(LinkOwner):
         self.ignoredWhileStopping = 0
         self.lastOffset = 0
         """The highest offset handed out (in the current epoch)."""
+        self.delivered = 0
+        """Messages written to clients, one per client (for C{--metrics-port})."""
         self.holding: set[SubscribeHandler] = set()
         """Clients recovering history: their messages go through L{SubscribeHandler.hold}."""
         self._historyIds = itertools.count(1)
@@ -248,9 +250,13 @@ class QueueReader(LinkOwner):
         for topic, _, frame in outgoing:
             byTopic.setdefault(topic, []).append(frame)
         topicsOf: dict[SubscribeHandler, list[str]] = {}
-        for topic in byTopic:
-            for client in self.registry.subscribers(topic):
+        delivered = 0
+        for topic, topicFrames in byTopic.items():
+            clients = self.registry.subscribers(topic)
+            delivered += len(clients) * len(topicFrames)
+            for client in clients:
                 topicsOf.setdefault(client, []).append(topic)
+        self.delivered += delivered
         joined: dict[str, bytes] = {}
         if self.holding:
             # Clients recovering history: their messages wait, or are filtered (see hold).

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IProtocolFactory, IStreamServerEndpoint
 from twisted.logger import Logger
@@ -23,7 +24,8 @@ from zope.interface import implementer
 from wsqueue._compat import raiseListenErrors
 from wsqueue.access import Access
 from wsqueue.acl import ACLFile
-from wsqueue.options import StartupError, buildACL, buildAuthenticator, buildLink, buildSignIn
+from wsqueue.metrics import metricsSite
+from wsqueue.options import StartupError, buildACL, buildAuthenticator, buildLink, buildMetrics, buildSignIn
 from wsqueue.readiness import ReadyFile, readyFileOf
 from wsqueue.server import ConnectionCloser, RevokeChangedCredentials, StageServerFactory
 from wsqueue.tap._listen import Listener, describeAddress, listenersOf
@@ -70,6 +72,14 @@ def daemonService(tapname: str, options, reactor, build: Callable[[object], Stop
     raiseOpenFileLimit()
     with startupErrors(tapname):
         service = build(reactor)
+    metrics = getattr(options, "metrics", None)
+    if metrics is not None:
+        listener = _Listening()
+        listener.where = f"tcp:{options['metrics-port']}"
+        site = metricsSite(metrics, readyFileOf(options), reactor)
+        endpoint = TCP4ServerEndpoint(reactor, options["metrics-port"], interface=options["metrics-interface"])
+        raiseListenErrors(StreamServerEndpointService(endpoint, site)).setServiceParent(listener)
+        listener.setServiceParent(service)
     ExitCleanlyOnSigterm(reactor).setServiceParent(service)
     service.shutdownTimeout = (reactor, options["shutdown-timeout"])
     return service
@@ -281,6 +291,10 @@ def linkedStageService(
     """
     factory = makeFactory(owner, buildAuthenticator(options, reactor, log), options.limits(), reactor)
     factory.permittedOrigins = frozenset(options["allowed-origins"])
+    metrics = buildMetrics(options)
+    if metrics is not None:
+        metrics.addServer(factory)
+        metrics.addLink(stage, owner)
     link = buildLink(options, reactor, path, owner, log, retryPolicy, startDelay)
     listeners = listenersOf(options, reactor, stage, port, listen)
     service = StopInOrder()
@@ -330,6 +344,7 @@ def servePublicWeb(
         WatchACL(factory.acl).setServiceParent(service)
     tickets, sessions = buildSignIn(options, reactor, log)
     access = Access(factory.authenticator, factory.allowsOrigin, tickets, sessions)
+    access.stats = factory.stats
     factory.access = access
     children = {
         b"login": LoginResource(access, sessions),

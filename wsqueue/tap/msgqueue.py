@@ -16,6 +16,7 @@ from twisted.python.failure import Failure
 
 from wsqueue.broker import QueueBroker, Retention
 from wsqueue.logsummary import RepeatSummary
+from wsqueue.metrics import brokerMetrics
 from wsqueue.msgqueue import makeMsgQueueFactory
 from wsqueue.options import (
     OptionTable,
@@ -25,6 +26,7 @@ from wsqueue.options import (
     _nonNegativeInt,
     _positiveInt,
     buildAuthenticator,
+    buildMetrics,
 )
 from wsqueue.readiness import ReadyFile, readyFileOf
 from wsqueue.server import RevokeChangedCredentials, StageServerFactory
@@ -131,6 +133,11 @@ def buildMsgQueue(
     )
     factory = makeMsgQueueFactory(broker, authenticator, options.limits(), reactor)
     factory.permittedOrigins = frozenset(options["allowed-origins"])
+    metrics = buildMetrics(options)
+    if metrics is not None:
+        metrics.addServer(factory)
+        metrics.addCollect(brokerMetrics(broker))
+        broker.appendTimer = metrics.appendSeconds.observe
     ready = readyFileOf(options)
     listeningService(factory, listeners, "msgqueue", ready).setServiceParent(service)
     RevokeChangedCredentials(factory, reactor).setServiceParent(service)

@@ -12,12 +12,14 @@ from twisted.application.service import MultiService
 from twisted.python import usage
 
 from wsqueue import wire
+from wsqueue.metrics import readerMetrics
 from wsqueue.options import (
     LinkedServerOptions,
     OptionTable,
     PublicOptions,
     _nonNegativeFloat,
     _positiveInt,
+    buildMetrics,
     defaultGroup,
     listenerName,
 )
@@ -80,6 +82,9 @@ def buildSubscriber(
         **consoleRoutes(options["publisher-url"], publisherPort),
     })
     factory = service.factory
+    metrics = buildMetrics(options)
+    if metrics is not None:
+        metrics.addCollect(readerMetrics(reader))
     if factory.acl is not None:
         factory.acl.addListener(lambda acl: endForbiddenSubscriptions(factory, acl))
     return service

@@ -45,6 +45,7 @@ class _OriginChecked(JSONResource):
         try:
             self.access.checkOrigin(headersOf(request))
         except Forbidden as e:
+            self.access.stats.refuse("origin")
             self.log.info("refused {peer} on {path}: {reason}", peer=str(request.getClientAddress()),
                           path=request.path.decode("latin-1"), reason=e)
             return jsonBody(request, 403, {"Error": str(e)})
@@ -83,6 +84,8 @@ class LoginResource(_OriginChecked):
 
     def _wrong(self, failure: Failure, request: Request) -> None:
         failure.trap(UnauthorizedLogin)
+        self.access.stats.refuse("auth")
+        self.access.stats.signinFailures += 1
         self.log.info("refused {peer} on /login: wrong user name or password", peer=str(request.getClientAddress()))
         answer(request, 401, {"Error": "wrong user name or password"})
 

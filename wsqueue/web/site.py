@@ -198,10 +198,14 @@ class AuthenticatedResource(JSONResource):
         failure.trap(UnauthorizedLogin, Forbidden)
         peer = request.getClientAddress()
         path = request.path.decode("latin-1")
+        stats = self.access.stats
         if failure.check(Forbidden):
+            stats.refuse("origin")
             self.log.info("refused {peer} on {path}: {reason}", peer=str(peer), path=path, reason=failure.value)
             answer(request, 403, {"Error": str(failure.value)})
             return
+        stats.refuse("auth")
+        stats.signinFailures += 1
         self.log.info("refused {peer} on {path}: missing or wrong credentials", peer=str(peer), path=path)
         if not request.getHeader(b"origin"):
             # Only programs are asked for a password: a browser would pop up a dialog.

@@ -1,0 +1,102 @@
+"""
+C{--metrics-port}: Prometheus metrics, C{/healthz} and C{/readyz}, scraped with curl
+from real daemons while messages flow and while msgqueue is killed and restarted.
+"""
+
+from __future__ import annotations
+
+import re
+
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import TestCase
+
+from tests.daemons import freePort, runProcess, startDaemonPipeline
+from tests.helpers import Clients, nextJSON, withTimeout
+from tests.test_curl import CURL, requireExecutable
+
+
+async def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:
+    """
+    The status and body of C{http://127.0.0.1:PORT/path}.
+    """
+    code, output = await runProcess([CURL, "-sS", "-o", "-", "-w", "\n%{http_code}", f"http://127.0.0.1:{port}{path}"])
+    assert code == 0, output
+    body, _, status = output.rpartition("\n")
+    return int(status), body
+
+
+def value(metrics: str, name: str, labels: str = "") -> float:
+    """
+    One sample's value in the exposition text (C{name{labels} value}).
+    """
+    pattern = "^" + re.escape(name) + (r"\{" + re.escape(labels) + r"\}" if labels else "") + r" (\S+)$"
+    found = re.search(pattern, metrics, re.MULTILINE)
+    assert found is not None, f"{name}{{{labels}}} not in:\n{metrics}"
+    return float(found.group(1))
+
+
+class MetricsTests(TestCase):
+    timeout = 90
+
+    async def test_metricsAndHealth(self) -> None:
+        requireExecutable(CURL)
+        ports = {name: freePort() for name in ("msgqueue", "publisher", "subscriber")}
+        pipeline = await startDaemonPipeline(
+            self, msgqueueArgs=("--store", "memory", "--metrics-port", str(ports["msgqueue"])),
+            publisherArgs=("--metrics-port", str(ports["publisher"])),
+            subscribers=[("--metrics-port", str(ports["subscriber"]))],
+        )
+        clients = Clients(self)
+        reader = await clients.connect(pipeline.subscriber.port, "/subscribe")
+        reader.sendMessage(b'{"Topic": "m", "Content": "sub", "Id": 0}')
+        self.assertEqual(await nextJSON(reader), {"Ack": 0})
+        publisher = await clients.connect(pipeline.publisher.port, "/publish")
+        for number in range(1, 4):
+            publisher.sendMessage(b'{"Topic": "m", "Content": "x", "Id": %d}' % number)
+            self.assertEqual(await nextJSON(publisher), {"Ack": number})
+        for _ in range(3):
+            await nextJSON(reader)
+        publisher.sendMessage(b'{"Topic": "", "Content": "x"}')
+        self.assertIn("Error", await nextJSON(publisher))
+        refused = clients.connect(pipeline.publisher.port, "/publish", "hello", "wrong")
+        await self.assertFailure(refused, Exception)
+
+        status, published = await scrape(ports["publisher"])
+        self.assertEqual(status, 200)
+        self.assertEqual(value(published, "wsqueue_messages_received_total", 'endpoint="/publish"'), 4)
+        self.assertEqual(value(published, "wsqueue_errors_sent_total", 'endpoint="/publish"'), 1)
+        self.assertEqual(value(published, "wsqueue_connections_open", 'endpoint="/publish"'), 1)
+        self.assertEqual(value(published, "wsqueue_connections_refused_total", 'reason="auth"'), 1)
+        self.assertEqual(value(published, "wsqueue_signin_failures_total"), 1)
+        self.assertEqual(value(published, "wsqueue_link_up", 'stage="publisher"'), 1)
+        _, subscribed = await scrape(ports["subscriber"])
+        self.assertEqual(value(subscribed, "wsqueue_messages_delivered_total", 'endpoint="/subscribe"'), 3)
+        self.assertEqual(value(subscribed, "wsqueue_connections_open", 'endpoint="/subscribe"'), 1)
+        _, queued = await scrape(ports["msgqueue"])
+        self.assertEqual(value(queued, "wsqueue_messages_stored_total"), 3)
+        self.assertGreaterEqual(value(queued, "wsqueue_messages_delivered_total", 'endpoint="/popmsg"'), 3)
+        self.assertGreaterEqual(value(queued, "wsqueue_store_append_seconds_count"), 1)
+        self.assertEqual(value(queued, "wsqueue_connections_open", 'endpoint="/pushmsg"'), 1)
+        self.assertNotRegex(published + subscribed + queued, r'topic=|user=')
+
+        # msgqueue killed: the subscriber is not ready, but alive; then ready again.
+        self.assertEqual(await scrape(ports["subscriber"], "/readyz"), (200, "ready\n"))
+        mark = pipeline.subscriber.eventMark()
+        pipeline.msgqueue.kill(9)
+        await pipeline.msgqueue.waitForExit()
+        await self.waitForStatus(ports["subscriber"], "/readyz", 503)
+        status, reason = await scrape(ports["subscriber"], "/readyz")
+        self.assertTrue(reason.startswith("link to msgqueue is down"), reason)
+        self.assertEqual(await scrape(ports["subscriber"], "/healthz"), (200, "ok\n"))
+        _, subscribed = await scrape(ports["subscriber"])
+        self.assertEqual(value(subscribed, "wsqueue_link_up", 'stage="subscriber"'), 0)
+        await pipeline.msgqueue.restart()
+        await pipeline.subscriber.waitForLinks(since=mark)
+        self.assertEqual(await scrape(ports["subscriber"], "/readyz"), (200, "ready\n"))
+
+    async def waitForStatus(self, port: int, path: str, status: int) -> None:
+        async def poll() -> None:
+            while (await scrape(port, path))[0] != status:
+                pass
+
+        await withTimeout(Deferred.fromCoroutine(poll()), 10, what=f"{path} to answer {status}")
