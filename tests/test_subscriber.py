@@ -242,7 +242,7 @@ class SubscriberTests(TestCase):
         """
         A connection cannot hold more than the subscription limit (bounded memory).
         """
-        self.patch(subscriberModule, "MAX_SUBSCRIPTIONS_PER_CLIENT", 2)
+        self.patch(self.factory, "maxSubscriptions", 2)
         client = await self.subscribed("a", "b")
         client.sendMessage(b'{"Topic": "c", "Content": "sub", "Id": 9}')
         reply = await nextJSON(client)

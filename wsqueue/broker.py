@@ -481,6 +481,7 @@ class QueueBroker:
                             state.isolated = entries[0].offset
                     else:
                         await self.store.ack(group, [entry.offset for entry in entries])
+                    self.delivered += len(entries)
                     state.consumer.deliver(entries, self.store.epoch)
                     # Round-robin across dispatches too: the next batch starts elsewhere.
                     members = self._consumers.get(group)

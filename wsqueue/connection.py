@@ -50,6 +50,14 @@ class Limits:
     pingInterval: float = 20.0
     handshakeTimeout: float = HANDSHAKE_TIMEOUT
     maxPeerBuffer: int = MAX_PEER_BUFFER
+    maxConnections: int = 0
+    """Connections a daemon's server holds at most (0: no limit); past it, 503."""
+    maxConnectionsPerAddress: int = 0
+    """Connections from one client address at most (0: no limit); past it, 503."""
+    maxPublishRate: float = 0.0
+    """Messages per second one connection may send on /publish (0: no limit)."""
+    publishBurst: int = 0
+    """How many messages above that rate a connection may send at once (0: one second's worth)."""
 
     def internal(self) -> Limits:
         """
@@ -61,6 +69,7 @@ class Limits:
         return Limits(
             maxMessageSize, self.pingInterval, self.handshakeTimeout,
             self.maxPeerBuffer + DELIVERY_BURST * maxMessageSize,
+            maxConnections=self.maxConnections, maxConnectionsPerAddress=self.maxConnectionsPerAddress,
         )
 
 
@@ -137,7 +146,7 @@ class ServerStats:
     What one server factory counts, read by L{wsqueue.metrics.DaemonMetrics} at scrape time.
     """
 
-    __slots__ = ("errors", "received", "refused", "signinFailures", "slowConsumers")
+    __slots__ = ("errors", "rateLimited", "received", "refused", "signinFailures", "slowConsumers")
 
     def __init__(self) -> None:
         self.refused: dict[str, int] = {}
@@ -145,6 +154,7 @@ class ServerStats:
         self.errors: dict[str, int] = {}
         self.signinFailures = 0
         self.slowConsumers = 0
+        self.rateLimited = 0
 
     def refuse(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1

@@ -84,11 +84,12 @@ class DaemonMetrics:
         failures = CounterMetricFamily("wsqueue_signin_failures", "Sign-ins refused for a wrong user or password.")
         errors = CounterMetricFamily("wsqueue_errors_sent", "Error frames sent to clients.", labels=["endpoint"])
         slow = CounterMetricFamily("wsqueue_slow_consumer_closes", "Connections closed as slow consumers (1008).")
+        rated = CounterMetricFamily("wsqueue_rate_limit_closes", "Connections closed for publishing past --max-publish-rate.")
         counts: dict[str, int] = {}
         refusals: dict[str, int] = {}
         messages: dict[str, int] = {}
         errorCounts: dict[str, int] = {}
-        signin = slowCloses = 0
+        signin = slowCloses = rateCloses = 0
         for factory in self._servers:
             for path in factory.routes:
                 counts.setdefault(path, 0)
@@ -105,9 +106,10 @@ class DaemonMetrics:
                 errorCounts[path] = errorCounts.get(path, 0) + count
             signin += stats.signinFailures
             slowCloses += stats.slowConsumers
+            rateCloses += stats.rateLimited
         for path, count in sorted(counts.items()):
             open_.add_metric([path], count)
-        for reason in ("auth", "origin", "unavailable", "not_found"):
+        for reason in ("auth", "origin", "limit", "unavailable", "not_found"):
             refused.add_metric([reason], refusals.get(reason, 0))
         for path, count in sorted(messages.items()):
             received.add_metric([path], count)
@@ -115,7 +117,8 @@ class DaemonMetrics:
             errors.add_metric([path], count)
         failures.add_metric([], signin)
         slow.add_metric([], slowCloses)
-        yield from (open_, refused, received, failures, errors, slow)
+        rated.add_metric([], rateCloses)
+        yield from (open_, refused, received, failures, errors, slow, rated)
 
     def _linkMetrics(self) -> Iterable[Metric]:
         if not self._links:

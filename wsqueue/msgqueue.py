@@ -178,7 +178,6 @@ class PopHandler(EndpointHandler):
         self.broker.removeConsumer(self)
 
     def deliver(self, entries: list[Entry], epoch: str) -> None:
-        self.broker.delivered += len(entries)
         send = self.connection.send
         if self.batch:
             # Frames of about BATCH_FRAME_BYTES: the subscriber writes a whole

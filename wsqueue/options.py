@@ -149,6 +149,11 @@ class ServerOptions(usage.Options):
         ["ping-interval", None, 20.0, "Seconds between WebSocket pings; a peer silent that long after a ping is dropped.", _positiveFloat],
         ["ready-file", None, None, READY_FILE_HELP],
         ["shutdown-timeout", None, 10.0, "Seconds a stop may take to finish what is in flight before it goes on regardless.", _positiveFloat],
+        ["max-connections", None, 0, ("WebSocket connections this daemon holds at most; past it a handshake "
+                                      "gets 503 (counted) [default: 0, no limit but the open-file limit]."),
+         _nonNegativeInt],
+        ["max-connections-per-address", None, 0, ("Connections from one client address at most; past it a "
+                                                  "handshake gets 503 [default: 0, no limit]."), _nonNegativeInt],
         ["metrics-port", None, None, ("Serve Prometheus metrics at /metrics, and /healthz and /readyz, over plain "
                                       "HTTP on this port [default: off]."), _port],
         ["metrics-interface", None, "127.0.0.1", "The address --metrics-port listens on."],
@@ -204,7 +209,11 @@ class ServerOptions(usage.Options):
         refuseWithListen("--listen", self["listen"], [name for name in ("port", "interface") if name in self.given])
 
     def limits(self) -> Limits:
-        return Limits(maxMessageSize=self["max-message-size"], pingInterval=self["ping-interval"])
+        return Limits(
+            maxMessageSize=self["max-message-size"], pingInterval=self["ping-interval"],
+            maxConnections=self["max-connections"], maxConnectionsPerAddress=self["max-connections-per-address"],
+            maxPublishRate=self.get("max-publish-rate", 0.0), publishBurst=self.get("publish-burst", 0),
+        )
 
 
 DEFAULT_QUEUE = "wss://localhost:8080"

@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from wsqueue import wire
 from wsqueue.auth import BasicAuthenticator
 from wsqueue.coalesce import CoalescedCall
-from wsqueue.connection import Limits
+from wsqueue.connection import POLICY_VIOLATION, Limits, closeWith
 from wsqueue.flow import FlowGate
 from wsqueue.link import LinkOwner, LinkProtocol
 from wsqueue.logsummary import RepeatSummary
@@ -258,6 +258,12 @@ class PublishHandler(EndpointHandler):
         self.forwarder = forwarder
         self.aclFile = connection.factory.acl
         self.user = connection.user or ""
+        limits = connection.factory.limits
+        self.rate = limits.maxPublishRate
+        self.burst = float(limits.publishBurst or max(1, int(self.rate)))
+        self.tokens = self.burst
+        self.refilledAt = forwarder.clock.seconds()
+        self.overRate = False
 
     def opened(self) -> None:
         self.forwarder.addClient(self)
@@ -266,6 +272,8 @@ class PublishHandler(EndpointHandler):
         self.forwarder.removeClient(self)
 
     def received(self, payload: bytes, isBinary: bool) -> None:
+        if self.rate and not self._withinRate():
+            return
         message: wire.Message | wire.WireError | None = wire.parsePublish(payload, isBinary)
         if isinstance(message, wire.Message):
             if self.aclFile is not None and not self.aclFile.acl.mayPublish(self.user, message.topic):
@@ -274,6 +282,26 @@ class PublishHandler(EndpointHandler):
                 message = self.forwarder.submit(message, self)
         if message is not None:
             self.connection.sendError(message)
+
+    def _withinRate(self) -> bool:
+        """
+        Take a token from the connection's bucket (C{--max-publish-rate}, refilled
+        continuously, holding C{--publish-burst}); with none left, close the
+        connection (1008) instead: a client past the rate is told, not slowed in silence.
+        """
+        if self.overRate:
+            return False  # closing: what is still read is dropped, as the close said
+        now = self.forwarder.clock.seconds()
+        self.tokens = min(self.burst, self.tokens + (now - self.refilledAt) * self.rate)
+        self.refilledAt = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        self.overRate = True
+        self.connection.factory.stats.rateLimited += 1
+        self.log.info("closing {user} on /publish: above {rate} messages/s", user=self.user, rate=self.rate)
+        closeWith(self.connection, POLICY_VIOLATION, f"publish rate above {self.rate:g} messages/s")
+        return False
 
     def acknowledge(self, clientId: wire.JSONId) -> None:
         self.connection.send(wire.ack(clientId))

@@ -135,6 +135,8 @@ class StageServerProtocol(PausableReading, StageConnection, WebSocketServerProto
     # onMessage needs no check).
     handler: EndpointHandler = cast(EndpointHandler, None)
     user: str | None = None
+    peerAddress: str = ""
+    """The client's address, as the per-address connection limit counts it."""
     credentialStamp: str | None = None
     """The user's stored password hash when the connection was authenticated: a
     connection whose user's hash changed (or went) is closed (L{RevokeChangedCredentials})."""
@@ -196,10 +198,29 @@ class StageServerProtocol(PausableReading, StageConnection, WebSocketServerProto
         if self.factory.unavailable is not None:
             self.factory.stats.refuse("unavailable")
             raise ConnectionDeny(503, self.factory.unavailable)
+        self._checkConnectionLimits()
         tickets = request.params.get("ticket")
         d = access.authenticate(request.headers, tickets[0] if tickets else None)
         accepted: Deferred[None] = d.addCallbacks(self._authenticated, self._refused, callbackArgs=(route, request))
         return accepted.addErrback(self._handlerFailed)
+
+    def _checkConnectionLimits(self) -> None:
+        """
+        Refuse (503, counted as C{limit}) a connection past C{--max-connections} or
+        C{--max-connections-per-address}, before its credentials cost anything.
+        """
+        factory, limits = self.factory, self.factory.limits
+        peer = self.transport.getPeer() if self.transport is not None else None
+        self.peerAddress = str(getattr(peer, "host", ""))
+        problem = None
+        if limits.maxConnections and len(factory.connections) >= limits.maxConnections:
+            problem = f"too many connections (at most {limits.maxConnections})"
+        elif limits.maxConnectionsPerAddress and factory.byAddress.get(self.peerAddress, 0) >= limits.maxConnectionsPerAddress:
+            problem = f"too many connections from this address (at most {limits.maxConnectionsPerAddress})"
+        if problem is not None:
+            factory.stats.refuse("limit")
+            self.eventLog.info("refused {peer} on {path}: {problem}", peer=self.peer, path=self.path, problem=problem)
+            raise ConnectionDeny(503, problem)
 
     def _authenticated(self, user: str, route: Route, request: ConnectionRequest) -> None:
         self.user = user
@@ -237,6 +258,8 @@ class StageServerProtocol(PausableReading, StageConnection, WebSocketServerProto
     def onOpen(self) -> None:
         _compat.forgetHandshake(self)
         self.factory.connections.add(self)
+        byAddress = self.factory.byAddress
+        byAddress[self.peerAddress] = byAddress.get(self.peerAddress, 0) + 1
         self.eventLog.info("{peer} ({user}) connected to {path}", peer=self.peer, user=self.user, path=self.path)
         self._guard(self.handler.opened)
 
@@ -248,6 +271,12 @@ class StageServerProtocol(PausableReading, StageConnection, WebSocketServerProto
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self in self.factory.connections:
             self.factory.connections.discard(self)
+            byAddress = self.factory.byAddress
+            left = byAddress.get(self.peerAddress, 1) - 1
+            if left > 0:
+                byAddress[self.peerAddress] = left
+            else:
+                byAddress.pop(self.peerAddress, None)
             self.eventLog.info(
                 "{peer} ({user}) left {path} (code {code}{reason})",
                 peer=self.peer, user=self.user, path=self.path, code=code,
@@ -355,6 +384,8 @@ class StageServerFactory(WebSocketServerFactory):
     siblingPorts: frozenset[int] = frozenset()
     """Ports whose origins on the same host count as the daemon's own: the
     all-in-one's publisher and subscriber, so that its console reaches both."""
+    maxSubscriptions: int = 10_000
+    """Subscriptions one connection may hold (the subscriber's C{--max-subscriptions})."""
     acl: ACLFile | None = None
     """Topic permissions (C{--acl}) the endpoints apply, or L{None}: everything allowed."""
     site: Site | None = None
@@ -380,6 +411,8 @@ class StageServerFactory(WebSocketServerFactory):
         self.access.stats = self.stats
         self.limits = limits
         self.connections: set[StageServerProtocol] = set()
+        self.byAddress: dict[str, int] = {}
+        """Open connections per client address (C{--max-connections-per-address})."""
         self.closing: dict[StageServerProtocol, Deferred[None]] = {}
         self.noisy = False  # the daemon says once what listens where (tap._common)
         applyLimits(self, limits)

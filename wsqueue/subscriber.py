@@ -333,6 +333,7 @@ class SubscribeHandler(EndpointHandler):
         self.topics: set[str] = set()
         self.aclFile = connection.factory.acl
         self.user = connection.user or ""
+        self.maxSubscriptions = getattr(connection.factory, "maxSubscriptions", MAX_SUBSCRIPTIONS_PER_CLIENT)
 
     def received(self, payload: bytes, isBinary: bool) -> None:
         request = wire.parseSubscribe(payload, isBinary)
@@ -343,9 +344,9 @@ class SubscribeHandler(EndpointHandler):
             if self.aclFile is not None and not self.aclFile.acl.maySubscribe(self.user, request.topic):
                 self.connection.sendError(wire.WireError(NOT_ALLOWED, request.id, request.hasId))
                 return
-            if request.topic not in self.topics and len(self.topics) >= MAX_SUBSCRIPTIONS_PER_CLIENT:
+            if request.topic not in self.topics and len(self.topics) >= self.maxSubscriptions:
                 self.connection.sendError(
-                    wire.WireError(f"at most {MAX_SUBSCRIPTIONS_PER_CLIENT} subscriptions per connection", request.id, request.hasId)
+                    wire.WireError(f"at most {self.maxSubscriptions} subscriptions per connection", request.id, request.hasId)
                 )
                 return
             if request.since is not None and (self.recovery is not None or self.replayed is not None):

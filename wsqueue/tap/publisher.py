@@ -9,7 +9,14 @@ from collections.abc import Sequence
 
 from twisted.application.service import MultiService
 
-from wsqueue.options import LinkedServerOptions, OptionTable, PublicOptions, _positiveInt
+from wsqueue.options import (
+    LinkedServerOptions,
+    OptionTable,
+    PublicOptions,
+    _nonNegativeFloat,
+    _nonNegativeInt,
+    _positiveInt,
+)
 from wsqueue.publisher import BATCH_BYTES, Forwarder, makePublisherFactory
 from wsqueue.tap._common import CallOnStop, StopInOrder, daemonService, linkedStageService, servePublicWeb
 from wsqueue.web.publish import PublishResource
@@ -21,6 +28,11 @@ class Options(LinkedServerOptions, PublicOptions):
     defaultPort = 8081
     optParameters: OptionTable = [
         ["max-buffered", None, 10_000, "Messages held for msgqueue before publishing clients are paused.", _positiveInt],
+        ["max-publish-rate", None, 0.0, ("Messages per second one connection may publish; past it (and its "
+                                         "--publish-burst) it is closed with 1008 [default: 0, no limit]."),
+         _nonNegativeFloat],
+        ["publish-burst", None, 0, ("Messages above --max-publish-rate one connection may send at once "
+                                    "[default: one second's worth]."), _nonNegativeInt],
     ]
 
 

@@ -25,6 +25,7 @@ from wsqueue.options import (
 )
 from wsqueue.subscriber import (
     DEFAULT_MAX_CLIENT_BUFFER,
+    MAX_SUBSCRIPTIONS_PER_CLIENT,
     QueueReader,
     TopicRegistry,
     endForbiddenSubscriptions,
@@ -42,6 +43,8 @@ class Options(LinkedServerOptions, PublicOptions):
     optParameters: OptionTable = [
         ["group", None, None, ("Consumer group on msgqueue [default: subscriber-<host>-<port>, stable across restarts; "
                                "with --listen, the first listener's port, or its description].")],
+        ["max-subscriptions", None, MAX_SUBSCRIPTIONS_PER_CLIENT,
+         "Subscriptions one connection may hold; past it a subscribe gets an Error.", _positiveInt],
         ["max-client-buffer", None, DEFAULT_MAX_CLIENT_BUFFER,
          "Bytes waiting for one client before it is closed with 1008 (slow consumer).", _positiveInt],
         ["resume-grace", None, 0.0,
@@ -82,6 +85,7 @@ def buildSubscriber(
         **consoleRoutes(options["publisher-url"], publisherPort),
     })
     factory = service.factory
+    factory.maxSubscriptions = options["max-subscriptions"]
     metrics = buildMetrics(options)
     if metrics is not None:
         metrics.addCollect(readerMetrics(reader))
