@@ -70,7 +70,7 @@ class Access:
         if origin is not None and not self.allowsOrigin(origin, headers.get("host", "")):
             raise Forbidden("Origin not allowed")
 
-    def authenticate(self, headers: Mapping[str, str], ticket: str | None = None) -> Deferred[str]:
+    def authenticate(self, headers: Mapping[str, str], ticket: str | None = None, address: str = "") -> Deferred[str]:
         """
         Fire with the user a request comes from (C{headers}' names lower-cased;
         C{ticket} from the URL); fail with L{Forbidden} or L{UnauthorizedLogin}.
@@ -89,7 +89,7 @@ class Access:
                     return fail(Forbidden("a session cookie is accepted only with an Origin header"))
                 return self._session(cookie)
         # Also without a header: the authenticator says what is missing.
-        return self.authenticator.authenticate(authorization)
+        return self.authenticator.authenticate(authorization, address)
 
     def _redeem(self, ticket: str) -> Deferred[str]:
         if self.tickets is None:

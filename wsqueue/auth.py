@@ -29,7 +29,10 @@ from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
+
+from wsqueue.throttle import FailureThrottle, HashQueue, Throttled
 
 REALM = "wsqueue"
 UNAUTHORIZED_HEADERS = [("WWW-Authenticate", f'Basic realm="{REALM}"')]
@@ -170,6 +173,8 @@ class CredentialsFileChecker:
         self._secret = secrets.token_bytes(32)
         self._verified: OrderedDict[bytes, None] = OrderedDict()
         self._listeners: list[Callable[[], None]] = []
+        # One scrypt check at a time, known users first (wsqueue.throttle).
+        self.hashes = HashQueue(runInThread)
 
     def addReloadListener(self, listener: Callable[[], None]) -> None:
         """
@@ -217,6 +222,15 @@ class CredentialsFileChecker:
         self._reloadIfChanged()
         return self._users.get(user)
 
+    def isVerified(self, credentials: UsernamePassword) -> bool:
+        """
+        Whether these credentials were checked right before (and the file has not
+        changed since): they cost no hashing, so throttling need not stop them.
+        """
+        self._reloadIfChanged()
+        key = hmac.digest(self._secret, credentials.username + b"\0" + credentials.password, "sha256")
+        return key in self._verified
+
     def requestAvatarId(self, credentials: UsernamePassword) -> Deferred[bytes | tuple[()]]:
         self._reloadIfChanged()
         username = credentials.username.decode("utf-8", "replace")
@@ -226,12 +240,13 @@ class CredentialsFileChecker:
             self._verified.move_to_end(key)
             return succeed(credentials.username)
         stored = self._users.get(username)
+        known = stored is not None
         if stored is None:
             # Hash anyway, so that a missing user takes as long as a wrong password.
             stored = _DUMMY_HASH
-        d = self._runInThread(lambda: verifyPassword(password, stored))
-        d.addCallback(self._checked, key, username in self._users, credentials.username)
-        return d
+        d = self.hashes.run(lambda: verifyPassword(password, stored), priority=known)
+        checked: Deferred[bytes | tuple[()]] = d.addCallback(self._checked, key, known, credentials.username)
+        return checked
 
     def _checked(self, ok: bool, key: bytes, known: bool, username: bytes) -> bytes:
         if not (ok and known):
@@ -262,9 +277,10 @@ class BasicAuthenticator:
     Turns an C{Authorization} header into a user name, or an L{UnauthorizedLogin}.
     """
 
-    def __init__(self, checker: ICredentialsChecker) -> None:
+    def __init__(self, checker: ICredentialsChecker, clock=None) -> None:
         self.checker = checker
         self.portal = Portal(_UserRealm(), [checker])
+        self.throttle: FailureThrottle | None = FailureThrottle(clock) if clock is not None else None
         self._internal: tuple[bytes, bytes] | None = None
 
     def allowInternalAccount(self, user: str, password: str) -> None:
@@ -275,20 +291,24 @@ class BasicAuthenticator:
         """
         self._internal = (user.encode("utf-8"), password.encode("utf-8"))
 
-    def authenticate(self, header: str | None) -> Deferred[str]:
+    def authenticate(self, header: str | None, address: str = "") -> Deferred[str]:
         """
         Fire with the user name for a valid C{Basic} header, else fail with
-        L{UnauthorizedLogin}.
+        L{UnauthorizedLogin} (or L{Throttled}: see L{login}).
         """
         credentials = parseBasicHeader(header)
         if credentials is None:
             return fail(UnauthorizedLogin("missing or malformed Authorization header"))
-        return self.login(credentials)
+        return self.login(credentials, address)
 
-    def login(self, credentials: UsernamePassword) -> Deferred[str]:
+    def login(self, credentials: UsernamePassword, address: str = "") -> Deferred[str]:
         """
         Fire with the user name if C{credentials} are right (from a Basic header,
-        or the form of C{POST /login}), else fail with L{UnauthorizedLogin}.
+        or the form of C{POST /login}), else fail with L{UnauthorizedLogin}; or
+        with L{Throttled}, without checking the password, when C{address} (the
+        client's) or the user name failed too often lately, or too many checks
+        wait.  Credentials checked right before pass whatever the throttle says:
+        they cost nothing, and a reconnecting client is not an attacker.
         """
         if self._internal is not None:
             user, password = self._internal
@@ -296,8 +316,30 @@ class BasicAuthenticator:
             userOk = hmac.compare_digest(credentials.username, user)
             if hmac.compare_digest(credentials.password, password) and userOk:
                 return succeed(user.decode("utf-8"))
+        throttle = self.throttle
+        isVerified = getattr(self.checker, "isVerified", None)
+        userName = credentials.username.decode("utf-8", "replace")
+        if throttle is not None and not (isVerified is not None and isVerified(credentials)):
+            try:
+                throttle.check(address, userName)
+            except Throttled as e:
+                return fail(e)
         login = maybeDeferred(self.portal.login, credentials, None, IUser)
+        if throttle is not None:
+            login.addCallbacks(self._succeeded, self._failed, callbackArgs=(address, userName),
+                               errbackArgs=(address, userName))
         return login.addCallback(lambda result: str(result[1]))
+
+    def _succeeded(self, result: T, address: str, userName: str) -> T:
+        assert self.throttle is not None
+        self.throttle.succeeded(address, userName)
+        return result
+
+    def _failed(self, failure: Failure, address: str, userName: str) -> Failure:
+        assert self.throttle is not None
+        if failure.check(UnauthorizedLogin):
+            self.throttle.failed(address, userName)
+        return failure
 
     def stampOf(self, user: str) -> str | None:
         """
@@ -340,7 +382,7 @@ def makeAuthenticator(credentialsPath: str | None, reactor) -> BasicAuthenticato
     The authenticator for a daemon: over C{credentialsPath}, or the demo account.
     """
     if credentialsPath is None:
-        return BasicAuthenticator(DemoChecker())
+        return BasicAuthenticator(DemoChecker(), reactor)
     return BasicAuthenticator(
-        CredentialsFileChecker(credentialsPath, defaultThreadRunner(reactor), reactor)
+        CredentialsFileChecker(credentialsPath, defaultThreadRunner(reactor), reactor), reactor
     )

@@ -109,7 +109,7 @@ class DaemonMetrics:
             rateCloses += stats.rateLimited
         for path, count in sorted(counts.items()):
             open_.add_metric([path], count)
-        for reason in ("auth", "origin", "limit", "unavailable", "not_found"):
+        for reason in ("auth", "throttled", "origin", "limit", "unavailable", "not_found"):
             refused.add_metric([reason], refusals.get(reason, 0))
         for path, count in sorted(messages.items()):
             received.add_metric([path], count)

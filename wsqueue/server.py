@@ -46,6 +46,7 @@ from wsqueue.connection import (
     applyLimits,
     closeWith,
 )
+from wsqueue.throttle import Throttled
 from wsqueue.wire import WireError
 
 
@@ -200,7 +201,7 @@ class StageServerProtocol(PausableReading, StageConnection, WebSocketServerProto
             raise ConnectionDeny(503, self.factory.unavailable)
         self._checkConnectionLimits()
         tickets = request.params.get("ticket")
-        d = access.authenticate(request.headers, tickets[0] if tickets else None)
+        d = access.authenticate(request.headers, tickets[0] if tickets else None, self.peerAddress)
         accepted: Deferred[None] = d.addCallbacks(self._authenticated, self._refused, callbackArgs=(route, request))
         return accepted.addErrback(self._handlerFailed)
 
@@ -230,8 +231,15 @@ class StageServerProtocol(PausableReading, StageConnection, WebSocketServerProto
         self.handler = route(self, request)
 
     def _refused(self, failure: Failure) -> Deferred[None]:
-        failure.trap(UnauthorizedLogin, Forbidden)
+        failure.trap(UnauthorizedLogin, Forbidden, Throttled)
         stats = self.factory.stats
+        if failure.check(Throttled):
+            throttled: Throttled = failure.value  # type: ignore[assignment]
+            stats.refuse("throttled")
+            self.eventLog.info("refused {peer} on {path}: {reason}", peer=self.peer, path=self.path,
+                               reason=throttled.reason)
+            self.failHandshake(throttled.reason, throttled.status, [("Retry-After", str(throttled.retryAfter))])
+            return Deferred()
         if failure.check(Forbidden):
             stats.refuse("origin")
             self.eventLog.info("refused {peer} on {path}: {reason}", peer=self.peer, path=self.path,

@@ -232,7 +232,7 @@ class AcceptingAuthenticator:
     that are not about authentication.
     """
 
-    def authenticate(self, header: str | None) -> Deferred[str]:
+    def authenticate(self, header: str | None, address: str = "") -> Deferred[str]:
         return succeed("tester")
 
 

@@ -15,7 +15,8 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from wsqueue.access import SESSION_COOKIE, Access, Forbidden
 from wsqueue.signin import InvalidToken, Sessions, Tickets
-from wsqueue.web.site import AuthenticatedResource, JSONResource, answer, headersOf, jsonBody
+from wsqueue.throttle import Throttled
+from wsqueue.web.site import AuthenticatedResource, JSONResource, answer, answerThrottled, headersOf, jsonBody
 
 
 def setSessionCookie(request: Request, value: str, maxAge: int) -> None:
@@ -66,7 +67,8 @@ class LoginResource(_OriginChecked):
         users, passwords = args.get(b"user"), args.get(b"password")
         if not users or not passwords or len(users) > 1 or len(passwords) > 1:
             return jsonBody(request, 400, {"Error": "give the form fields user and password, once each"})
-        d = self.access.authenticator.login(UsernamePassword(users[0], passwords[0]))
+        address = str(getattr(request.getClientAddress(), "host", ""))
+        d = self.access.authenticator.login(UsernamePassword(users[0], passwords[0]), address)
         d.addCallbacks(self._signedIn, self._wrong, callbackArgs=(request,), errbackArgs=(request,))
         d.addErrback(self._failed, request)
         return NOT_DONE_YET
@@ -83,7 +85,11 @@ class LoginResource(_OriginChecked):
         answer(request, 200, {"User": user, "Expires": expires})
 
     def _wrong(self, failure: Failure, request: Request) -> None:
-        failure.trap(UnauthorizedLogin)
+        failure.trap(UnauthorizedLogin, Throttled)
+        if failure.check(Throttled):
+            self.access.stats.refuse("throttled")
+            answerThrottled(request, failure.value)  # type: ignore[arg-type]
+            return
         self.access.stats.refuse("auth")
         self.access.stats.signinFailures += 1
         self.log.info("refused {peer} on /login: wrong user name or password", peer=str(request.getClientAddress()))

@@ -21,6 +21,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from wsqueue.access import Access, Forbidden
 from wsqueue.auth import UNAUTHORIZED_HEADERS
+from wsqueue.throttle import Throttled
 
 IDLE_TIMEOUT = 60.0
 """Seconds an HTTP connection may stay idle between requests."""
@@ -125,6 +126,14 @@ def headersOf(request: Request) -> dict[str, str]:
     }
 
 
+def answerThrottled(request: Request, throttled: Throttled) -> None:
+    """
+    Finish C{request} with 429 (or 503 when too many checks wait) and C{Retry-After}.
+    """
+    request.setHeader(b"Retry-After", str(throttled.retryAfter).encode("ascii"))
+    answer(request, throttled.status, {"Error": throttled.reason})
+
+
 class NotFound(Resource):
     """
     A JSON 404 for every path the site does not serve.
@@ -189,16 +198,21 @@ class AuthenticatedResource(JSONResource):
         Authenticate C{request}, then call C{then(user)}, which finishes it; a refusal
         or a failure is answered here.  Returns C{NOT_DONE_YET} for C{render}.
         """
-        d: Deferred[str] = self.access.authenticate(headersOf(request))
+        address = str(getattr(request.getClientAddress(), "host", ""))
+        d: Deferred[str] = self.access.authenticate(headersOf(request), address=address)
         d.addCallbacks(then, self._refused, errbackArgs=(request,))
         d.addErrback(self._failed, request)
         return NOT_DONE_YET
 
     def _refused(self, failure: Failure, request: Request) -> None:
-        failure.trap(UnauthorizedLogin, Forbidden)
+        failure.trap(UnauthorizedLogin, Forbidden, Throttled)
         peer = request.getClientAddress()
         path = request.path.decode("latin-1")
         stats = self.access.stats
+        if failure.check(Throttled):
+            stats.refuse("throttled")
+            answerThrottled(request, failure.value)  # type: ignore[arg-type]
+            return
         if failure.check(Forbidden):
             stats.refuse("origin")
             self.log.info("refused {peer} on {path}: {reason}", peer=str(peer), path=path, reason=failure.value)
