@@ -100,3 +100,96 @@ class MetricsTests(TestCase):
                 pass
 
         await withTimeout(Deferred.fromCoroutine(poll()), 10, what=f"{path} to answer {status}")
+
+
+class CollectorTests(TestCase):
+    """
+    The collectors in process: what each metric reads, on a scrape.
+    """
+
+    def test_exposition(self) -> None:
+        from prometheus_client import generate_latest
+        from twisted.internet.task import Clock
+
+        from wsqueue.auth import makeAuthenticator
+        from wsqueue.broker import QueueBroker
+        from wsqueue.connection import Limits
+        from wsqueue.metrics import DaemonMetrics, brokerMetrics, readerMetrics
+        from wsqueue.server import StageServerFactory
+        from wsqueue.store.memory import MemoryStore
+        from wsqueue.subscriber import QueueReader, TopicRegistry
+
+        clock = Clock()
+        metrics = DaemonMetrics()
+        factory = StageServerFactory({"/publish": None, "/subscribe": None}, makeAuthenticator(None, clock),  # type: ignore[dict-item]
+                                     Limits(), clock)
+        factory.stats.refuse("auth")
+        factory.stats.refuse("auth")
+        factory.stats.signinFailures = 2
+        factory.stats.received["/publish"] = 7
+        factory.stats.errors["/publish"] = 1
+        factory.stats.slowConsumers = 3
+        factory.stats.rateLimited = 4
+        metrics.addServer(factory)
+        owner = type("Owner", (), {"linked": True})()
+        metrics.addLink("publisher", owner)
+        broker = QueueBroker(MemoryStore(historyKeep=5), clock)
+        broker.stored, broker.delivered = 11, 12
+        metrics.addCollect(brokerMetrics(broker))
+        reader = QueueReader(TopicRegistry(), clock)
+        reader.delivered = 13
+        metrics.addCollect(readerMetrics(reader))
+        metrics.appendSeconds.observe(0.002)
+        text = generate_latest(metrics.registry).decode()
+        for name, labels, expected in [
+            ("wsqueue_connections_open", 'endpoint="/publish"', 0),
+            ("wsqueue_connections_refused_total", 'reason="auth"', 2),
+            ("wsqueue_connections_refused_total", 'reason="limit"', 0),
+            ("wsqueue_signin_failures_total", "", 2),
+            ("wsqueue_messages_received_total", 'endpoint="/publish"', 7),
+            ("wsqueue_messages_received_total", 'endpoint="/subscribe"', 0),
+            ("wsqueue_errors_sent_total", 'endpoint="/publish"', 1),
+            ("wsqueue_slow_consumer_closes_total", "", 3),
+            ("wsqueue_rate_limit_closes_total", "", 4),
+            ("wsqueue_link_up", 'stage="publisher"', 1),
+            ("wsqueue_messages_stored_total", "", 11),
+            ("wsqueue_messages_delivered_total", 'endpoint="/popmsg"', 12),
+            ("wsqueue_messages_delivered_total", 'endpoint="/subscribe"', 13),
+            ("wsqueue_store_messages", 'kind="retained"', 0),
+            ("wsqueue_store_append_seconds_count", "", 1),
+        ]:
+            self.assertEqual(value(text, name, labels), expected, (name, labels))
+        owner.linked = False  # type: ignore[attr-defined]
+        self.assertEqual(value(generate_latest(metrics.registry).decode(), "wsqueue_link_up", 'stage="publisher"'), 0)
+
+    def test_readiness(self) -> None:
+        from wsqueue.metrics import readiness
+        from wsqueue.readiness import ReadyFile
+
+        ready = ReadyFile(None)
+        ready.expectListener()
+        ready.expectLink("wss://q1/popmsg?group=g", "wss://q2/popmsg?group=g")
+        ready.expectStore()
+        self.assertEqual(readiness(ready), (503, "not listening yet"))
+        ready.listening("subscriber", "127.0.0.1", 8082)
+        self.assertEqual(readiness(ready), (503, "link to msgqueue is down (wss://q1/popmsg)"))
+        ready.linkOpened("wss://q2/popmsg?group=g")
+        self.assertEqual(readiness(ready), (503, "store not open yet"))
+        ready.storeOpened("redis://r")
+        self.assertEqual(readiness(ready), (200, "ready"))
+        ready.linkClosed("wss://q2/popmsg?group=g")
+        self.assertEqual(readiness(ready)[0], 503)
+
+    def test_site(self) -> None:
+        from twisted.internet.task import Clock
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from wsqueue.metrics import DaemonMetrics, metricsSite
+        from wsqueue.readiness import ReadyFile
+
+        site = metricsSite(DaemonMetrics(), ReadyFile(None), Clock())
+        for path, code, body in [(b"healthz", 200, b"ok\n"), (b"readyz", 200, b"ready\n")]:
+            request = DummyRequest([path])
+            resource = site.resource.getChildWithDefault(path, request)
+            self.assertEqual(resource.render(request), body)
+            self.assertEqual(request.responseCode or 200, code)

@@ -157,6 +157,8 @@ class ServerOptions(usage.Options):
         ["metrics-port", None, None, ("Serve Prometheus metrics at /metrics, and /healthz and /readyz, over plain "
                                       "HTTP on this port [default: off]."), _port],
         ["metrics-interface", None, "127.0.0.1", "The address --metrics-port listens on."],
+        ["log-format", None, "text", ("text (twistd's log: --logfile, --syslog...) or json: one JSON object per "
+                                      "event, a line each, on standard output (for containers and log shippers).")],
     ]
 
     def __init__(self) -> None:
@@ -204,6 +206,8 @@ class ServerOptions(usage.Options):
     )
 
     def postOptions(self) -> None:
+        if self["log-format"] not in ("text", "json"):
+            raise usage.UsageError(f"--log-format must be text or json, not {self['log-format']!r}")
         if self["cert-dir"] is None:
             self["cert-dir"] = defaultCertDir()
         refuseWithListen("--listen", self["listen"], [name for name in ("port", "interface") if name in self.given])
@@ -430,8 +434,9 @@ def buildAuthenticator(options: ServerOptions, reactor, log):
         return existing
     if options["credentials"] is None:
         log.warn(
-            "no --credentials file: accepting only the demo account {user}/{password}",
-            user=DEMO_USER, password=DEMO_PASSWORD,
+            # The demo password is public (README), but a log is never the place for one.
+            "no --credentials file: accepting only the demo account {user} (see --credentials to set users)",
+            user=DEMO_USER,
         )
     try:
         options.authenticator = makeAuthenticator(options["credentials"], reactor)

@@ -249,7 +249,8 @@ class StageServerProtocol(PausableReading, StageConnection, WebSocketServerProto
         stats.signinFailures += 1
         # The reason names what failed (a ticket expired, a session revoked), never the secret.
         self.eventLog.info("refused {peer} on {path}: missing or wrong credentials ({reason})", peer=self.peer,
-                           path=self.path, reason=str(failure.value) or "wrong password")
+                           path=self.path, reason=str(failure.value) or "wrong password",
+                           address=self.peerAddress, endpoint=self.path)
         self.failHandshake("Unauthorized", 401, UNAUTHORIZED_HEADERS)
         # The handshake has been answered: this Deferred never fires.
         return Deferred()
@@ -268,7 +269,8 @@ class StageServerProtocol(PausableReading, StageConnection, WebSocketServerProto
         self.factory.connections.add(self)
         byAddress = self.factory.byAddress
         byAddress[self.peerAddress] = byAddress.get(self.peerAddress, 0) + 1
-        self.eventLog.info("{peer} ({user}) connected to {path}", peer=self.peer, user=self.user, path=self.path)
+        self.eventLog.info("{peer} ({user}) connected to {path}", peer=self.peer, user=self.user, path=self.path,
+                           address=self.peerAddress, endpoint=self.path)
         self._guard(self.handler.opened)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
@@ -288,7 +290,7 @@ class StageServerProtocol(PausableReading, StageConnection, WebSocketServerProto
             self.eventLog.info(
                 "{peer} ({user}) left {path} (code {code}{reason})",
                 peer=self.peer, user=self.user, path=self.path, code=code,
-                reason=f", {reason}" if reason else "",
+                reason=f", {reason}" if reason else "", address=self.peerAddress, endpoint=self.path,
             )
             self._guard(self.handler.closed)
         closing = self.factory.closing.pop(self, None)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import resource
 import signal
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -17,7 +18,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IProtocolFactory, IStreamServerEndpoint
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger, jsonFileLogObserver
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
@@ -82,12 +83,24 @@ def daemonService(tapname: str, options, reactor, build: Callable[[object], Stop
         listener.setServiceParent(service)
     ExitCleanlyOnSigterm(reactor).setServiceParent(service)
     service.shutdownTimeout = (reactor, options["shutdown-timeout"])
+    if options.get("log-format") == "json":
+        service.logObserver = jsonLogObserver()
     return service
 
 
 OPEN_FILES_WANTED = 16_384
 """Enough descriptors for 10,000 clients and more; each connection takes one."""
 UNLIMITED_OPEN_FILES = 65_536
+
+
+def jsonLogObserver(out=None):
+    """
+    One JSON object per event, one per line, on C{out} (standard output): Twisted's
+    own event serialisation (C{twisted.logger.jsonFileLogObserver}), every field
+    of the event included (a connection's C{user}, C{address}, C{endpoint}); wsqueue
+    never puts a password, ticket or cookie in an event.
+    """
+    return jsonFileLogObserver(out if out is not None else sys.stdout, recordSeparator="")
 
 
 def raiseOpenFileLimit(getrlimit=resource.getrlimit, setrlimit=resource.setrlimit) -> int:
@@ -198,6 +211,17 @@ class StopInOrder(MultiService):
     """
 
     shutdownTimeout: tuple | None = None
+    logObserver = None
+    """The daemon's log observer (C{--log-format json}), or L{None} for twistd's own."""
+
+    def setServiceParent(self, parent) -> None:
+        # twistd makes the application, sets this service under it, and only then
+        # starts logging, with the application's ILogObserver component if it has one
+        # (twisted.application.app.AppLogger.start): the documented way for a
+        # plugin to choose its log observer.
+        if self.logObserver is not None and hasattr(parent, "setComponent"):
+            parent.setComponent(ILogObserver, self.logObserver)
+        super().setServiceParent(parent)
     # A stage's parts, kept on its service by the functions that build it, for tests
     # to inspect: msgqueue's broker and server factory; a linked stage's owner of the
     # link, server factory and link.
