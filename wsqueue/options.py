@@ -156,7 +156,7 @@ class ServerOptions(usage.Options):
                                                   "handshake gets 503 [default: 0, no limit]."), _nonNegativeInt],
         ["metrics-port", None, None, ("Serve Prometheus metrics at /metrics, and /healthz and /readyz, over plain "
                                       "HTTP on this port [default: off]."), _port],
-        ["metrics-interface", None, "127.0.0.1", "The address --metrics-port listens on."],
+        ["metrics-interface", None, "127.0.0.1", "The IPv4 address --metrics-port listens on."],
         ["log-format", None, "text", ("text (twistd's log: --logfile, --syslog...) or json: one JSON object per "
                                       "event, a line each, on standard output (for containers and log shippers).")],
     ]

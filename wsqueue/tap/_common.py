@@ -66,8 +66,9 @@ def startupErrors(tapname: str) -> Iterator[None]:
 def daemonService(tapname: str, options, reactor, build: Callable[[object], StopInOrder]) -> StopInOrder:
     """
     The service a plugin's C{makeService} returns: what C{build(reactor)} makes, with
-    configuration errors as one line, SIGTERM as a clean stop with status 0, and a
-    stop bounded by C{--shutdown-timeout}.
+    configuration errors as one line, SIGTERM as a clean stop with status 0, a stop
+    bounded by C{--shutdown-timeout}, the C{--metrics-port} listener (stopped first)
+    and the C{--log-format json} observer.
     """
     reactor = defaultReactor(reactor)
     raiseOpenFileLimit()
