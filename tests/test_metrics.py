@@ -64,7 +64,8 @@ class MetricsTests(TestCase):
         status, published = await scrape(ports["publisher"])
         self.assertEqual(status, 200)
         self.assertEqual(value(published, "wsqueue_messages_received_total", 'endpoint="/publish"'), 4)
-        self.assertEqual(value(published, "wsqueue_errors_sent_total", 'endpoint="/publish"'), 1)
+        self.assertEqual(value(published, "wsqueue_errors_sent_total", 'reason="bad_input"'), 1)
+        self.assertEqual(value(published, "wsqueue_acks_sent_total"), 3)
         self.assertEqual(value(published, "wsqueue_connections_open", 'endpoint="/publish"'), 1)
         self.assertEqual(value(published, "wsqueue_connections_refused_total", 'reason="auth"'), 1)
         self.assertEqual(value(published, "wsqueue_signin_failures_total"), 1)
@@ -77,6 +78,12 @@ class MetricsTests(TestCase):
         self.assertGreaterEqual(value(queued, "wsqueue_messages_delivered_total", 'endpoint="/popmsg"'), 3)
         self.assertGreaterEqual(value(queued, "wsqueue_store_append_seconds_count"), 1)
         self.assertEqual(value(queued, "wsqueue_connections_open", 'endpoint="/pushmsg"'), 1)
+        # Read by the maintenance runs (once a second): the subscriber's group is not behind.
+        await withTimeout(Deferred.fromCoroutine(self.untilIn(ports["msgqueue"], "wsqueue_group_lag{")), 10,
+                          what="the groups' lag")
+        _, queued = await scrape(ports["msgqueue"])
+        self.assertRegex(queued, r'(?m)^wsqueue_group_lag\{group="subscriber-[^"]+"\} 0\.0$')
+        self.assertRegex(queued, r'(?m)^wsqueue_group_pending\{group="subscriber-[^"]+"\} \d+\.0$')
         self.assertNotRegex(published + subscribed + queued, r'topic=|user=')
 
         # msgqueue killed: the subscriber is not ready, but alive; then ready again.
@@ -93,6 +100,10 @@ class MetricsTests(TestCase):
         await pipeline.msgqueue.restart()
         await pipeline.subscriber.waitForLinks(since=mark)
         self.assertEqual(await scrape(ports["subscriber"], "/readyz"), (200, "ready\n"))
+
+    async def untilIn(self, port: int, text: str) -> None:
+        while text not in (await scrape(port))[1]:
+            pass
 
     async def waitForStatus(self, port: int, path: str, status: int) -> None:
         async def poll() -> None:
@@ -127,7 +138,9 @@ class CollectorTests(TestCase):
         factory.stats.refuse("auth")
         factory.stats.signinFailures = 2
         factory.stats.received["/publish"] = 7
-        factory.stats.errors["/publish"] = 1
+        factory.stats.error("Topic must not be empty")
+        factory.stats.error("not allowed")
+        factory.stats.acks = 5
         factory.stats.slowConsumers = 3
         factory.stats.rateLimited = 4
         metrics.addServer(factory)
@@ -148,7 +161,10 @@ class CollectorTests(TestCase):
             ("wsqueue_signin_failures_total", "", 2),
             ("wsqueue_messages_received_total", 'endpoint="/publish"', 7),
             ("wsqueue_messages_received_total", 'endpoint="/subscribe"', 0),
-            ("wsqueue_errors_sent_total", 'endpoint="/publish"', 1),
+            ("wsqueue_errors_sent_total", 'reason="bad_input"', 1),
+            ("wsqueue_errors_sent_total", 'reason="not_allowed"', 1),
+            ("wsqueue_errors_sent_total", 'reason="full"', 0),
+            ("wsqueue_acks_sent_total", "", 5),
             ("wsqueue_slow_consumer_closes_total", "", 3),
             ("wsqueue_rate_limit_closes_total", "", 4),
             ("wsqueue_link_up", 'stage="publisher"', 1),

@@ -166,6 +166,17 @@ class StoreConformanceMixin:
         self.assertEqual((await self.historyOffsets("a", 2))[1], False)
         self.assertEqual(await self.historyOffsets("a", 4), ([5], True))
 
+    async def test_groupLags(self) -> None:
+        """
+        Each group's lag: the stored entries it has never been handed.
+        """
+        await self.append("a", "b", "c", "d")
+        await self.read("g", "c", 1)
+        await self.read("h", "c", 4)
+        self.assertEqual(await self.store.groupLags(), {"g": 3, "h": 0})
+        await self.append("e")
+        self.assertEqual(await self.store.groupLags(), {"g": 4, "h": 1})
+
     async def test_backlogWithoutHistory(self) -> None:
         """
         The backlog counts what a group still needs, not what is kept for history

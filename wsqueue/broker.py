@@ -140,6 +140,9 @@ class QueueBroker:
         """Messages appended (for C{--metrics-port})."""
         self.delivered = 0
         """Entries handed to consumers, redeliveries included."""
+        self.groupLags: dict[str, int] | None = None
+        """Each group's lag as the last maintenance run read it, when the metrics ask
+        for it (set to an empty dict to start reading it)."""
         self.appendTimer: Callable[[float], None] | None = None
         """Told how long each append took, in seconds (the store latency histogram)."""
         self.clock = clock
@@ -171,6 +174,13 @@ class QueueBroker:
         # Acknowledgements the store failed to record, by group: tried again at the
         # next maintenance run (else their entries would wait for the ack wait).
         self._unstoredAcks: dict[str, list[int]] = {}
+
+    def groupPending(self) -> dict[str, int]:
+        """
+        For each group with a consumer connected, how many entries its consumers
+        hold unacknowledged.
+        """
+        return {group: sum(len(state.inFlight) for state in states) for group, states in self._consumers.items()}
 
     def history(self, pattern: str, after: int) -> Deferred[History]:
         """
@@ -549,6 +559,11 @@ class QueueBroker:
         # Also without a change here: another msgqueue sharing the store (Redis) may
         # have made room, and a paused or refusing gate would not hear of it otherwise.
         self._updatePause()
+        if self.groupLags is not None:
+            try:
+                self.groupLags = await self.store.groupLags()
+            except Exception:  # noqa: BLE001 -- the metrics keep the last figures
+                self.storeErrors.emit("reading the groups' lag failed: {error}", error=describe(Failure()))
         if changed:
             self._scheduleDispatch()
 

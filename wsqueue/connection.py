@@ -146,7 +146,7 @@ class ServerStats:
     What one server factory counts, read by L{wsqueue.metrics.DaemonMetrics} at scrape time.
     """
 
-    __slots__ = ("errors", "rateLimited", "received", "refused", "signinFailures", "slowConsumers")
+    __slots__ = ("acks", "errors", "rateLimited", "received", "refused", "signinFailures", "slowConsumers")
 
     def __init__(self) -> None:
         self.refused: dict[str, int] = {}
@@ -155,6 +155,40 @@ class ServerStats:
         self.signinFailures = 0
         self.slowConsumers = 0
         self.rateLimited = 0
+        self.acks = 0
 
     def refuse(self, reason: str) -> None:
+        """
+        Count a refused handshake or request, by reason (a fixed set, see L{wsqueue.metrics}).
+        """
         self.refused[reason] = self.refused.get(reason, 0) + 1
+
+    def error(self, reason: str) -> None:
+        """
+        Count an Error frame sent, by the kind of its reason (L{errorKind}).
+        """
+        kind = errorKind(reason)
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+
+ERROR_KINDS = ("bad_input", "not_allowed", "limit", "full", "store", "stopping", "internal")
+"""The kinds of Error frames the metrics count (a fixed set: reasons are free text)."""
+
+
+def errorKind(reason: str) -> str:
+    """
+    The kind (one of L{ERROR_KINDS}) of an Error frame's reason.
+    """
+    if reason.startswith("not allowed"):
+        return "not_allowed"
+    if reason == "internal error":
+        return "internal"
+    if "full" in reason:
+        return "full"
+    if "shutting down" in reason:
+        return "stopping"
+    if "could not store" in reason or "could not read" in reason:
+        return "store"
+    if reason.startswith(("at most", "one recovery at a time")):
+        return "limit"
+    return "bad_input"

@@ -21,6 +21,7 @@ from prometheus_client.twisted import MetricsResource
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from wsqueue.connection import ERROR_KINDS
 from wsqueue.readiness import ReadyFile
 
 Collect = Callable[[], Iterable[Metric]]
@@ -82,19 +83,20 @@ class DaemonMetrics:
         received = CounterMetricFamily("wsqueue_messages_received", "Messages received from clients.",
                                        labels=["endpoint"])
         failures = CounterMetricFamily("wsqueue_signin_failures", "Sign-ins refused for a wrong user or password.")
-        errors = CounterMetricFamily("wsqueue_errors_sent", "Error frames sent to clients.", labels=["endpoint"])
+        errors = CounterMetricFamily("wsqueue_errors_sent", "Error frames sent to clients, by kind of reason.",
+                                     labels=["reason"])
+        acks = CounterMetricFamily("wsqueue_acks_sent", "Acks sent to clients (published, subscribed).")
         slow = CounterMetricFamily("wsqueue_slow_consumer_closes", "Connections closed as slow consumers (1008).")
         rated = CounterMetricFamily("wsqueue_rate_limit_closes", "Connections closed for publishing past --max-publish-rate.")
         counts: dict[str, int] = {}
         refusals: dict[str, int] = {}
         messages: dict[str, int] = {}
         errorCounts: dict[str, int] = {}
-        signin = slowCloses = rateCloses = 0
+        signin = slowCloses = rateCloses = ackCount = 0
         for factory in self._servers:
             for path in factory.routes:
                 counts.setdefault(path, 0)
                 messages.setdefault(path, 0)
-                errorCounts.setdefault(path, 0)
             for connection in factory.connections:
                 counts[connection.path] = counts.get(connection.path, 0) + 1
             stats = factory.stats
@@ -102,8 +104,9 @@ class DaemonMetrics:
                 refusals[reason] = refusals.get(reason, 0) + count
             for path, count in stats.received.items():
                 messages[path] = messages.get(path, 0) + count
-            for path, count in stats.errors.items():
-                errorCounts[path] = errorCounts.get(path, 0) + count
+            for kind, count in stats.errors.items():
+                errorCounts[kind] = errorCounts.get(kind, 0) + count
+            ackCount += stats.acks
             signin += stats.signinFailures
             slowCloses += stats.slowConsumers
             rateCloses += stats.rateLimited
@@ -113,12 +116,13 @@ class DaemonMetrics:
             refused.add_metric([reason], refusals.get(reason, 0))
         for path, count in sorted(messages.items()):
             received.add_metric([path], count)
-        for path, count in sorted(errorCounts.items()):
-            errors.add_metric([path], count)
+        for kind in ERROR_KINDS:
+            errors.add_metric([kind], errorCounts.get(kind, 0))
+        acks.add_metric([], ackCount)
         failures.add_metric([], signin)
         slow.add_metric([], slowCloses)
         rated.add_metric([], rateCloses)
-        yield from (open_, refused, received, failures, errors, slow, rated)
+        yield from (open_, refused, received, failures, errors, acks, slow, rated)
 
     def _linkMetrics(self) -> Iterable[Metric]:
         if not self._links:
@@ -136,6 +140,8 @@ def brokerMetrics(broker) -> Collect:
     holds (all of it, and what some group still needs).
     """
 
+    broker.groupLags = {}  # the maintenance runs read it from now on
+
     def collect() -> Iterable[Metric]:
         stored = CounterMetricFamily("wsqueue_messages_stored", "Messages msgqueue stored.")
         stored.add_metric([], broker.stored)
@@ -146,7 +152,15 @@ def brokerMetrics(broker) -> Collect:
                                  "and those some group still needs (backlog).", labels=["kind"])
         held.add_metric(["retained"], broker.store.retained)
         held.add_metric(["backlog"], broker.store.backlog)
-        yield from (stored, delivered, held)
+        lag = GaugeMetricFamily("wsqueue_group_lag", "Stored messages a consumer group has not been handed yet "
+                                "(read once a second).", labels=["group"])
+        for group, count in sorted((broker.groupLags or {}).items()):
+            lag.add_metric([group], count)
+        pending = GaugeMetricFamily("wsqueue_group_pending", "Messages a group's connected consumers hold "
+                                    "unacknowledged.", labels=["group"])
+        for group, count in sorted(broker.groupPending().items()):
+            pending.add_metric([group], count)
+        yield from (stored, delivered, held, lag, pending)
 
     return collect
 

@@ -304,6 +304,7 @@ class PublishHandler(EndpointHandler):
         return False
 
     def acknowledge(self, clientId: wire.JSONId) -> None:
+        self.connection.factory.stats.acks += 1
         self.connection.send(wire.ack(clientId))
 
     def refuse(self, error: wire.WireError) -> None:

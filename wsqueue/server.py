@@ -312,8 +312,7 @@ class StageServerProtocol(PausableReading, StageConnection, WebSocketServerProto
             self.send(WireError("internal error").encode())
 
     def sendError(self, error: WireError) -> None:
-        errors = self.factory.stats.errors
-        errors[self.path] = errors.get(self.path, 0) + 1
+        self.factory.stats.error(error.reason)
         self.send(error.encode())
 
     def sendFrames(self, data: bytes) -> None:

@@ -363,6 +363,7 @@ class SubscribeHandler(EndpointHandler):
             self.topics.discard(request.topic)
             self.registry.unsubscribe(request.topic, self)
         if request.hasId:
+            self.connection.factory.stats.acks += 1
             self.connection.send(wire.ack(request.id))
 
     def closed(self) -> None:

@@ -216,6 +216,12 @@ class IMessageStore(Interface):
         anything for C{idle} seconds; fire with their names.
         """
 
+    def groupLags() -> Deferred[dict[str, int]]:
+        """
+        Fire with, for each group, how many stored entries it has never been handed
+        (its lag, for the metrics).
+        """
+
     def history(pattern: str, after: int, limit: int) -> Deferred[History]:
         """
         Fire with the entries whose topic matches C{pattern} (a topic, or a

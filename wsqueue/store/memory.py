@@ -332,6 +332,12 @@ class MemoryStore:
             del self._byTopic[entry.topic]
         return entry
 
+    def groupLags(self) -> Deferred[dict[str, int]]:
+        return succeed({
+            name: max(0, self._nextOffset - max(state.nextOffset, self._firstOffset))
+            for name, state in self._groups.items()
+        })
+
     def history(self, pattern: str, after: int, limit: int) -> Deferred[History]:
         latest = self._nextOffset - 1
         complete = after + 1 >= self._firstOffset or after >= latest

@@ -1080,6 +1080,17 @@ class RedisStore:
         d = self._run("releaseExpired", [_number(self._now()), _number(self._now() - ackWait)])
         return d.addCallback(self._counted).addCallback(lambda flat: list(zip(flat[::2], flat[1::2])))
 
+    def groupLags(self) -> Deferred[dict[str, int]]:
+        def lags(replies: list) -> dict[str, int]:
+            flat, (first, last) = replies
+            first, last = int(first or 1), int(last or 0)
+            return {name: max(0, last + 1 - max(int(position), first)) for name, position in zip(flat[::2], flat[1::2])}
+
+        d = gatherResults([
+            self._command("HGETALL", self._prefix + "groups"), self._command("HMGET", self._meta, "first", "last"),
+        ], consumeErrors=True)
+        return d.addCallback(lags)
+
     def history(self, pattern: str, after: int, limit: int) -> Deferred[History]:
         # A pattern's topics from the list of indexed topics first (the index's
         # equivalent of SQLite's range of topics), then their offsets from the index.

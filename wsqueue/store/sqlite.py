@@ -666,6 +666,12 @@ class _Database:
     def deadLetters(self, group: str | None) -> list[DeadLetter]:
         return readDeadLetters(self.db, group)
 
+    def groupLags(self) -> dict[str, int]:
+        return {
+            name: max(0, self.next - max(nextOffset, self.first))
+            for name, nextOffset in self.db.execute("SELECT name, next_offset FROM groups")
+        }
+
     def history(self, pattern: str, after: int, limit: int) -> History:
         latest = self.next - 1
         complete = after + 1 >= self.first or after >= latest
@@ -1011,6 +1017,9 @@ class SQLiteStore:
 
     def history(self, pattern: str, after: int, limit: int) -> Deferred[History]:
         return self._submit("history", pattern, after, limit)
+
+    def groupLags(self) -> Deferred[dict[str, int]]:
+        return self._submit("groupLags")
 
     def releaseExpired(self, ackWait: float) -> Deferred[list[tuple[str, int]]]:
         return self._submit("releaseExpired", ackWait)
