@@ -172,6 +172,7 @@ class CollectorTests(TestCase):
             ("wsqueue_messages_delivered_total", 'endpoint="/popmsg"', 12),
             ("wsqueue_messages_delivered_total", 'endpoint="/subscribe"', 13),
             ("wsqueue_store_messages", 'kind="retained"', 0),
+            ("wsqueue_store_bytes", "", 0),
             ("wsqueue_store_append_seconds_count", "", 1),
         ]:
             self.assertEqual(value(text, name, labels), expected, (name, labels))
@@ -209,3 +210,35 @@ class CollectorTests(TestCase):
             resource = site.resource.getChildWithDefault(path, request)
             self.assertEqual(resource.render(request), body)
             self.assertEqual(request.responseCode or 200, code)
+
+    def test_readyOnlyWhileTheStoreTakesWrites(self) -> None:
+        """
+        msgqueue is not ready while its store refuses appends (a full disk, Redis
+        read-only), and ready again once one succeeds.
+        """
+        from twisted.internet.defer import fail
+        from twisted.internet.task import Clock
+
+        from wsqueue.broker import QueueBroker
+        from wsqueue.metrics import readiness
+        from wsqueue.readiness import ReadyFile
+        from wsqueue.store.memory import MemoryStore
+
+        class FullStore(MemoryStore):
+            full = True
+
+            def append(self, messages, producer=None, seqs=None):
+                if self.full:
+                    return fail(OSError(28, "No space left on device"))
+                return super().append(messages, producer, seqs)
+
+        store = FullStore()
+        broker = QueueBroker(store, Clock())
+        ready = ReadyFile(None)
+        ready.checks.append(lambda: None if broker.appendFailure is None else f"store does not take writes ({broker.appendFailure})")
+        self.assertEqual(readiness(ready), (200, "ready"))
+        self.failureResultOf(broker.push([("t", "x")]), OSError)
+        self.assertEqual(readiness(ready), (503, "store does not take writes (OSError: [Errno 28] No space left on device)"))
+        store.full = False
+        self.successResultOf(broker.push([("t", "x")]))
+        self.assertEqual(readiness(ready), (200, "ready"))

@@ -166,6 +166,15 @@ class StoreConformanceMixin:
         self.assertEqual((await self.historyOffsets("a", 2))[1], False)
         self.assertEqual(await self.historyOffsets("a", 4), ([5], True))
 
+    async def test_retainedBytes(self) -> None:
+        """
+        The size of what the store holds, as --retention-max-bytes measures it.
+        """
+        await self.append("ab", "c")  # "ab" + "c-ab", "c" + "c-c"
+        self.assertEqual(self.store.retainedBytes, 10)
+        await self.consumeAll()
+        self.assertEqual((self.store.retained, self.store.retainedBytes), (0, 0))
+
     async def test_groupLags(self) -> None:
         """
         Each group's lag: the stored entries it has never been handed.

@@ -140,6 +140,8 @@ class QueueBroker:
         """Messages appended (for C{--metrics-port})."""
         self.delivered = 0
         """Entries handed to consumers, redeliveries included."""
+        self.appendFailure: str | None = None
+        """Why the last append failed, until one succeeds (msgqueue's C{/readyz})."""
         self.groupLags: dict[str, int] | None = None
         """Each group's lag as the last maintenance run read it, when the metrics ask
         for it (set to an empty dict to start reading it)."""
@@ -258,7 +260,7 @@ class QueueBroker:
         if self.appendTimer is not None:
             started, timer = self.clock.seconds(), self.appendTimer
             d.addCallback(lambda offsets: (timer(self.clock.seconds() - started), offsets)[1])
-        d.addCallback(self._appended)
+        d.addCallbacks(self._appended, self._appendFailed)
         # Read for waiting consumers now, not once the append has committed: the
         # store runs operations in order, so the read sees the new entries (in the
         # same transaction when they are taken together) and, like the append, is
@@ -269,7 +271,12 @@ class QueueBroker:
             self._startDispatch()
         return d
 
+    def _appendFailed(self, failure: Failure) -> Failure:
+        self.appendFailure = describe(failure)
+        return failure
+
     def _appended(self, offsets: list[int | None]) -> list[int | None]:
+        self.appendFailure = None
         self.stored += sum(offset is not None for offset in offsets)
         self._lastAppended = max([self._lastAppended, *(offset for offset in offsets if offset is not None)])
         self._updatePause()

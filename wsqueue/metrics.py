@@ -152,6 +152,9 @@ def brokerMetrics(broker) -> Collect:
                                  "and those some group still needs (backlog).", labels=["kind"])
         held.add_metric(["retained"], broker.store.retained)
         held.add_metric(["backlog"], broker.store.backlog)
+        size = GaugeMetricFamily("wsqueue_store_bytes", "Size of the topics and contents the store holds "
+                                 "(as --retention-max-bytes measures it).")
+        size.add_metric([], broker.store.retainedBytes)
         lag = GaugeMetricFamily("wsqueue_group_lag", "Stored messages a consumer group has not been handed yet "
                                 "(read once a second).", labels=["group"])
         for group, count in sorted((broker.groupLags or {}).items()):
@@ -160,7 +163,7 @@ def brokerMetrics(broker) -> Collect:
                                     "unacknowledged.", labels=["group"])
         for group, count in sorted(broker.groupPending().items()):
             pending.add_metric([group], count)
-        yield from (stored, delivered, held, lag, pending)
+        yield from (stored, delivered, held, size, lag, pending)
 
     return collect
 

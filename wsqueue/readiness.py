@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 
 from twisted.logger import Logger
 
@@ -53,6 +54,8 @@ class ReadyFile:
         self._listening = 0
         self._linked: set[str] = set()
         self._openNow: set[str] = set()
+        self.checks: list[Callable[[], str | None]] = []
+        """More reasons not to be ready (msgqueue: its store does not take writes)."""
         self._storesExpected = 0
         self._storesOpen = 0
         self.isReady = False
@@ -126,6 +129,10 @@ class ReadyFile:
                 return f"link to msgqueue is down ({min(urls).split('?')[0]})"
         if self._storesOpen < self._storesExpected:
             return "store not open yet"
+        for check in self.checks:
+            problem = check()
+            if problem is not None:
+                return problem
         return None
 
     def _checkReady(self) -> None:

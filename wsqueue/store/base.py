@@ -113,6 +113,10 @@ class IMessageStore(Interface):
         "How many of them some group still needs (an int): what msgqueue's flow control counts, "
         "without the entries kept only for history (see historyKeep)."
     )
+    retainedBytes = Attribute(
+        "The size of the topics and contents the store holds (an int), as --retention-max-bytes "
+        "measures it (characters for SQLite and memory, UTF-8 bytes for Redis)."
+    )
     historyKeep = Attribute(
         "How many of the newest entries are kept after every group has them, so that clients can "
         "recover what they missed (L{history}); 0 keeps none. Retention limits still apply."

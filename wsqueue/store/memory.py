@@ -124,6 +124,10 @@ class MemoryStore:
         return len(self._entries)
 
     @property
+    def retainedBytes(self) -> int:
+        return self._bytes
+
+    @property
     def backlog(self) -> int:
         return self._nextOffset - max(self._needed, self._firstOffset)
 

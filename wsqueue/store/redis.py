@@ -207,7 +207,7 @@ local function held()
   local needed = tonumber(redis.call('HGET', META, 'needed') or '0') or 0
   local first = tonumber(redis.call('HGET', META, 'first') or '1')
   local backlog = tonumber(redis.call('HGET', META, 'last') or '0') + 1 - math.max(needed, first)
-  return {len, math.max(0, math.min(len, backlog))}
+  return {len, math.max(0, math.min(len, backlog)), tonumber(redis.call('HGET', META, 'bytes') or '0')}
 end
 local function pairsOf(offsets, score)
   local out = {}
@@ -776,6 +776,7 @@ class RedisStore:
         self.epoch = ""
         self.retained = 0
         self.backlog = 0
+        self.retainedBytes = 0
         self.historyKeep = historyKeep
         self._reactor = reactor
         self._tlsCreator = tlsCreator
@@ -978,7 +979,7 @@ class RedisStore:
         """
         Keep the stream length that every script's reply starts with; return the rest.
         """
-        self.retained, self.backlog = reply[0]
+        self.retained, self.backlog, self.retainedBytes = reply[0]
         return reply[1:]
 
     # IMessageStore
@@ -1015,7 +1016,7 @@ class RedisStore:
         def check(results: list) -> Any:
             reply, replicas = results
             if replicas < self._minReplicas:
-                self.retained, self.backlog = reply[0]
+                self.retained, self.backlog, self.retainedBytes = reply[0]
                 raise RedisStoreError(
                     f"only {replicas} of {self._minReplicas} Redis replicas confirmed an append within "
                     f"{self._replicaTimeout:g} s (it is stored on the master)"

@@ -307,7 +307,10 @@ class _Database:
         a transaction (or one operation's savepoint) was rolled back, so that they
         never count what the database does not hold.
         """
-        first, last, count = self.db.execute("SELECT MIN(offset), MAX(offset), COUNT(*) FROM entries").fetchone()
+        first, last, count, size = self.db.execute(
+            "SELECT MIN(offset), MAX(offset), COUNT(*), COALESCE(SUM(LENGTH(topic) + LENGTH(content)), 0) FROM entries"
+        ).fetchone()
+        self.bytes = size
         self.first = first if first is not None else self._nextOffset()
         self.next = (last + 1) if last is not None else self.first
         self.needed = self.first
@@ -433,6 +436,7 @@ class _Database:
             offsets.append(self.next if new else None)
             self.next += new
         self.count += len(stored)
+        self.bytes += sum(len(topic) + len(content) for topic, content, _, _ in stored)
         return offsets
 
     def _group(self, group: str) -> int:
@@ -595,6 +599,8 @@ class _Database:
             (offset, topic, content, now, crc, offset, offset),
         )
         self.db.execute("DELETE FROM pending WHERE offset = ?", (offset,))
+        row = self.db.execute("SELECT LENGTH(topic) + LENGTH(content) FROM entries WHERE offset = ?", (offset,)).fetchone()
+        self.bytes -= row[0] if row is not None and row[0] is not None else 0
         self.count -= self.db.execute("DELETE FROM entries WHERE offset = ?", (offset,)).rowcount
         self.damaged.append(offset)
         self._trim()
@@ -637,6 +643,10 @@ class _Database:
         self._dropBelow(cut)
 
     def _dropBelow(self, cut: int) -> None:
+        (size,) = self.db.execute(
+            "SELECT COALESCE(SUM(LENGTH(topic) + LENGTH(content)), 0) FROM entries WHERE offset < ?", (cut,)
+        ).fetchone()
+        self.bytes -= size
         self.count -= self.db.execute("DELETE FROM entries WHERE offset < ?", (cut,)).rowcount
         self.first = min(cut, self.next)
 
@@ -907,6 +917,7 @@ class SQLiteStore:
         self.epoch = self._database.epoch
         self.retained = self._database.retained
         self.backlog = self._database.backlog
+        self.retainedBytes = self._database.bytes
         self.historyKeep = historyKeep
         self._database.historyKeep = historyKeep
         self.damagedEntries = 0
@@ -960,13 +971,14 @@ class SQLiteStore:
                     break
                 batch.append(more)
             damaged = runBatch(database, batch)
-            figures = (database.retained, database.backlog)
+            figures = (database.retained, database.backlog, database.bytes)
             callFromThread(self._finished, batch, figures, damaged, database.sideFileProblem)
 
     def _finished(
-        self, batch: list[_Operation], figures: tuple[int, int], damaged: list[int], sideFileProblem: str | None = None
+        self, batch: list[_Operation], figures: tuple[int, int, int], damaged: list[int],
+        sideFileProblem: str | None = None,
     ) -> None:
-        self.retained, self.backlog = figures
+        self.retained, self.backlog, self.retainedBytes = figures
         if sideFileProblem is not None and not self._sideFileWarned:
             self._sideFileWarned = True
             self.log.warn("store {path}: {problem}; a lost write-ahead log may go unnoticed at the next start",
@@ -1001,7 +1013,7 @@ class SQLiteStore:
         operation = _Operation(name, args)
         if self._inline:
             damaged = runBatch(self._database, [operation])
-            figures = (self._database.retained, self._database.backlog)
+            figures = (self._database.retained, self._database.backlog, self._database.bytes)
             self._finished([operation], figures, damaged, self._database.sideFileProblem)
         else:
             self._queue.put(operation)

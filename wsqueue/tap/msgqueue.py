@@ -139,6 +139,9 @@ def buildMsgQueue(
         metrics.addCollect(brokerMetrics(broker))
         broker.appendTimer = metrics.appendSeconds.observe
     ready = readyFileOf(options)
+    ready.checks.append(
+        lambda: None if broker.appendFailure is None else f"store does not take writes ({broker.appendFailure})"
+    )
     listeningService(factory, listeners, "msgqueue", ready).setServiceParent(service)
     RevokeChangedCredentials(factory, reactor).setServiceParent(service)
     # broker.maintenance never fails: TimerService's loop would stop for good if it did.
