@@ -39,7 +39,9 @@ class RevocationTests(TestCase):
         for client in (alicePublishing, aliceReading, carol):
             code, reason = await withTimeout(client.closed, 5, "the revoked connection to close")
             self.assertEqual((code, reason), (1008, "credentials revoked"))
-        self.assertLess(reactor.seconds() - started, 2.5)
+        elapsed = reactor.seconds() - started
+        print(f"\nFIGURES test_revoked: all three closed {elapsed:.2f} s after the file changed")
+        self.assertLess(elapsed, 2.0)
         self.assertTrue(bob.isOpen)
         bob.sendMessage(b'{"Topic": "t", "Content": "sub", "Id": 1}')
         self.assertEqual(await nextJSON(bob), {"Ack": 1})
