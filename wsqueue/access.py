@@ -121,6 +121,14 @@ class Access:
             return None
 
 
+def hostName(host: str) -> str:
+    """
+    The host name of a C{Host} header's value, without its port (an IPv6 address
+    keeps its brackets): the part an origin on another port of the same host shares.
+    """
+    return host if host.endswith("]") else host.rsplit(":", 1)[0]
+
+
 def sessionCookie(header: str | None) -> str | None:
     """
     The value of the L{SESSION_COOKIE} in a C{Cookie} header, else L{None}.

@@ -130,7 +130,10 @@ def formatFrame(payload: bytes) -> tuple[str, bool]:
     Render a frame for a person: C{<[topic] content} for a message; say whether it is
     an error.
     """
-    frame = wire.decodeJSON(payload)
+    return _formatDecoded(payload, wire.decodeJSON(payload))
+
+
+def _formatDecoded(payload: bytes, frame: object) -> tuple[str, bool]:
     if isinstance(frame, wire.WireError):
         return payload.decode("utf-8", "replace"), False
     if isinstance(frame, dict) and "Topic" in frame and "Content" in frame:
@@ -301,9 +304,10 @@ async def subscribe(session: Session, args: argparse.Namespace, out: TextIO, err
             if recovery:
                 print(recovery, file=err, flush=True)
             continue
-        text, isError = formatFrame(payload)
+        frame = wire.decodeJSON(payload)
+        text, isError = _formatDecoded(payload, frame)
         print(text, file=err if isError else out, flush=True)
-        position = resumePoint(payload)
+        position = resumePoint(frame)
         if position:
             # Where to resume from after this message: on standard error, so that
             # standard output stays the messages alone.
@@ -325,11 +329,10 @@ def describeRecovery(payload: bytes, topics: Sequence[str]) -> str | None:
             "reload your state; live messages follow")
 
 
-def resumePoint(payload: bytes) -> str | None:
+def resumePoint(frame: object) -> str | None:
     """
-    C{(--since OFFSET:EPOCH)} for a delivered message: how to resume after it.
+    C{(--since OFFSET:EPOCH)} for a delivered message (decoded): how to resume after it.
     """
-    frame = wire.decodeJSON(payload)
     if isinstance(frame, dict) and isinstance(frame.get("Offset"), int) and isinstance(frame.get("Epoch"), str):
         return f"(--since {frame['Offset']}:{frame['Epoch']})"
     return None

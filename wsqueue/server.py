@@ -33,7 +33,7 @@ from twisted.web.server import Site
 
 from wsqueue import _compat, frames
 from wsqueue._compat import unsentBytes
-from wsqueue.access import Access, Forbidden
+from wsqueue.access import Access, Forbidden, hostName
 from wsqueue.acl import ACLFile
 from wsqueue.auth import UNAUTHORIZED_HEADERS, BasicAuthenticator
 from wsqueue.connection import (
@@ -442,7 +442,7 @@ class StageServerFactory(WebSocketServerFactory):
             return False
         hosts = [host]
         if self.siblingPorts:
-            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            name = hostName(host)
             hosts += [f"{name}:{port}" for port in self.siblingPorts]
         return any(origin in (f"https://{each}", f"http://{each}") for each in hosts)
 

@@ -541,6 +541,16 @@ def parseDeliveries(payload: bytes, isBinary: bool = False) -> Deliveries | Wire
             return _BAD_DELIVERY
     else:
         messages = [[frame.get("Offset"), frame.get("Topic"), frame.get("Content")]]
+    if not _validMessages(messages):
+        return _BAD_DELIVERY
+    return Deliveries(epoch, messages)
+
+
+def _validMessages(messages: list) -> bool:
+    """
+    Whether C{messages} are C{[offset, topic, content]} lists: an C{int} and two
+    C{str} that have a UTF-8 form (deliveries and history replies alike).
+    """
     try:
         # Unpacking refuses what is not three items long (one loop over the batch:
         # this is the subscriber's per-message path).  What else unpacks into three
@@ -553,10 +563,10 @@ def parseDeliveries(payload: bytes, isBinary: bool = False) -> Deliveries | Wire
                 or not (topic.isascii() and content.isascii())
                 and (_unpairedSurrogate("Topic", topic) or _unpairedSurrogate("Content", content))
             ):
-                return _BAD_DELIVERY
+                return False
     except (TypeError, ValueError):
-        return _BAD_DELIVERY
-    return Deliveries(epoch, messages)
+        return False
+    return True
 
 
 _BAD_OFFSET_ACK = WireError('expected {"Ack": offset}')
@@ -653,10 +663,9 @@ def parseHistoryReply(payload: bytes) -> HistoryReply | WireError:
     epoch, latest, complete, messages = obj.get("Epoch"), obj.get("Latest"), obj.get("Complete"), obj.get("Messages")
     if type(epoch) is not str or type(latest) is not int or type(complete) is not bool or type(messages) is not list:
         return bad
-    checked = parseDeliveries(encode({"Epoch": epoch, "Messages": messages}))
-    if isinstance(checked, WireError):
+    if _unpairedSurrogate("Epoch", epoch) is not None or not _validMessages(messages):
         return bad
-    return HistoryReply(requestId, epoch, latest, complete, checked.messages)
+    return HistoryReply(requestId, epoch, latest, complete, messages)
 
 
 def parseOffsetAck(payload: bytes, isBinary: bool = False) -> int | WireError:

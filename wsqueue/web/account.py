@@ -16,7 +16,15 @@ from twisted.web.server import NOT_DONE_YET, Request
 from wsqueue.access import SESSION_COOKIE, Access, Forbidden
 from wsqueue.signin import InvalidToken, Sessions, Tickets
 from wsqueue.throttle import Throttled
-from wsqueue.web.site import AuthenticatedResource, JSONResource, answer, answerThrottled, headersOf, jsonBody
+from wsqueue.web.site import (
+    AuthenticatedResource,
+    JSONResource,
+    answer,
+    answerThrottled,
+    clientAddress,
+    headersOf,
+    jsonBody,
+)
 
 
 def setSessionCookie(request: Request, value: str, maxAge: int) -> None:
@@ -67,8 +75,7 @@ class LoginResource(_OriginChecked):
         users, passwords = args.get(b"user"), args.get(b"password")
         if not users or not passwords or len(users) > 1 or len(passwords) > 1:
             return jsonBody(request, 400, {"Error": "give the form fields user and password, once each"})
-        address = str(getattr(request.getClientAddress(), "host", ""))
-        d = self.access.authenticator.login(UsernamePassword(users[0], passwords[0]), address)
+        d = self.access.authenticator.login(UsernamePassword(users[0], passwords[0]), clientAddress(request))
         d.addCallbacks(self._signedIn, self._wrong, callbackArgs=(request,), errbackArgs=(request,))
         d.addErrback(self._failed, request)
         return NOT_DONE_YET

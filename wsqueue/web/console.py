@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from twisted.web.server import Request
 
+from wsqueue.access import hostName
 from wsqueue.web.site import JSONResource, jsonBody
 
 FILES = {
@@ -45,8 +46,7 @@ def publisherURL(configured: str | None, host: str, port: int = DEFAULT_PUBLISHE
     """
     if configured:
         return configured
-    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    return f"wss://{name or 'localhost'}:{port}/publish"
+    return f"wss://{hostName(host) or 'localhost'}:{port}/publish"
 
 
 def contentSecurityPolicy(publisher: str) -> bytes:

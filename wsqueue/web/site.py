@@ -134,6 +134,13 @@ def answerThrottled(request: Request, throttled: Throttled) -> None:
     answer(request, throttled.status, {"Error": throttled.reason})
 
 
+def clientAddress(request: Request) -> str:
+    """
+    The client's address, as sign-in throttling counts it ("" for a UNIX socket).
+    """
+    return str(getattr(request.getClientAddress(), "host", ""))
+
+
 class NotFound(Resource):
     """
     A JSON 404 for every path the site does not serve.
@@ -198,8 +205,7 @@ class AuthenticatedResource(JSONResource):
         Authenticate C{request}, then call C{then(user)}, which finishes it; a refusal
         or a failure is answered here.  Returns C{NOT_DONE_YET} for C{render}.
         """
-        address = str(getattr(request.getClientAddress(), "host", ""))
-        d: Deferred[str] = self.access.authenticate(headersOf(request), address=address)
+        d: Deferred[str] = self.access.authenticate(headersOf(request), address=clientAddress(request))
         d.addCallbacks(then, self._refused, errbackArgs=(request,))
         d.addErrback(self._failed, request)
         return NOT_DONE_YET
